@@ -1,0 +1,41 @@
+"""Shared plumbing of the absl command-line apps.
+
+Rules: a CLI module defines its flags inside a `define_flags()` function (never at import
+time, so several apps can be imported in one process), and its `run()` calls
+`run_app(main, define_flags)`. Errors a user can cause (ValueError, FileNotFoundError,
+UserError) print one line `prog: error: ...` on stderr and exit 2, without a traceback.
+"""
+import os
+import sys
+
+from absl import app
+
+
+class UserError(ValueError):
+    """An error caused by the user's input (bad file, bad flag value)."""
+
+
+def _prog():
+    return os.path.basename(sys.argv[0]) or "asl"
+
+
+def guarded(main):
+    """Wrap an absl `main(argv)` so user errors exit 2 with one line."""
+
+    def _main(argv):
+        try:
+            return main(argv)
+        except (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
+                FileExistsError, KeyError) as err:  # user-caused: one line, exit 2
+            msg = err.args[0] if isinstance(err, KeyError) and err.args else err
+            print(f"{_prog()}: error: {msg}", file=sys.stderr)
+            sys.exit(2)
+
+    return _main
+
+
+def run_app(main, define_flags=None, argv=None):
+    """Define the app's flags once, then run it under absl with the user-error guard."""
+    if define_flags is not None:
+        define_flags()
+    app.run(guarded(main), argv=argv)
