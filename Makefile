@@ -7,7 +7,7 @@ BASE   := $(VENV)/.installed-base
 TEST   := $(VENV)/.installed-test
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo test bench clean bazel-test
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,20 @@ demo: $(BASE)
 
 test: $(TEST)
 	$(PY) -m pytest -q tests
+
+# A fast subset of the tests as Bazel py_test targets (WORKSPACE, tests/BUILD), offline, run
+# by the venv's Python (first on PATH). Installs Debian's bazel-bootstrap when bazel is
+# missing. Other targets: `make bazel-test BAZEL_TARGETS=//tests/...` (or :unit, :golden, :export).
+BAZEL         ?= bazel
+BAZEL_TARGETS ?= //tests:smoke
+
+bazel-test: $(TEST)
+	@command -v $(BAZEL) >/dev/null 2>&1 || { \
+	  sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$sudo apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq bazel-bootstrap >/dev/null; }
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(BAZEL) test $(BAZEL_TARGETS)
+	@if [ -n "$$CI" ]; then $(BAZEL) shutdown; fi
 
 clean:
 	rm -rf runs build *.egg-info .pytest_cache

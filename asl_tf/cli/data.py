@@ -1,0 +1,127 @@
+"""`asl-data`: dataset tools.
+
+  asl-data stats --annotations FILE --format FORMAT [--split SPLIT] [--json OUT.json]
+                 [--video-info CSV] [--label verb|noun|action] [--label-offset N]
+                 [--class-file CSV] [--config YAML] [--override key=value ...]
+                 [--default-fps F] [--feat-stride S] [--num-frames N]
+
+Prints videos, instances, classes, messy-row counts, duration / segment-length distributions in
+seconds and feature steps, and how many instances no pyramid level can be assigned to under the
+config's regression ranges (`asl_tf.data.stats`). `--json` writes the same numbers (atomically).
+With `--config`, the grid (feat_stride, num_frames, default_fps), regression ranges and
+max_seq_len come from the config; the flags override them.
+"""
+import json
+import os
+import sys
+import tempfile
+
+from absl import flags
+
+from asl_tf.cli._common import UserError, run_app
+
+FLAGS = flags.FLAGS
+COMMANDS = ("stats",)
+
+
+def define_flags():
+    from asl_tf.data.annotations import FORMATS
+    flags.DEFINE_string("annotations", None, "Annotation file.")
+    # plain strings (not enums): a bad value is a one-line user error with exit 2
+    flags.DEFINE_string("format", None, f"Annotation format: {'|'.join(FORMATS)}.")
+    flags.DEFINE_string("split", None, "Subset to read (case-insensitive); all videos when unset.")
+    flags.DEFINE_string("json", None, "Write the statistics as JSON to this file.")
+    flags.DEFINE_string("video_info", None, "Durations/fps CSV (anet_bsn, epic, epic_c2).")
+    flags.DEFINE_string("label", "verb", "EPIC label kind: verb|noun|action.")
+    flags.DEFINE_integer("label_offset", 0, "Subtracted from super-events class numbers.")
+    flags.DEFINE_multi_string("class_file", None, "EPIC class CSV (verb and noun CSVs for action).")
+    flags.DEFINE_string("config", None, "Experiment YAML (grid, regression ranges, max_seq_len).")
+    flags.DEFINE_multi_string("override", [], "Config override key.sub=value (repeatable).")
+    flags.DEFINE_float("default_fps", None, "fps for every video (overrides the file's).")
+    flags.DEFINE_float("feat_stride", None, "Frames between features.")
+    flags.DEFINE_float("num_frames", None, "Frames per feature.")
+
+
+def _write_json(path, obj):
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=1)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _stats():
+    from asl_tf.data.annotations import read_annotations
+    from asl_tf.data.stats import dataset_stats, format_table
+
+    if not FLAGS.annotations:
+        raise UserError("--annotations is required")
+    if not FLAGS.format:
+        raise UserError("--format is required")
+    grid = {"fps": FLAGS.default_fps, "feat_stride": FLAGS.feat_stride, "num_frames": FLAGS.num_frames}
+    model_kw = {}
+    if FLAGS.config:
+        from asl_tf.config import load_config
+        cfg = load_config(FLAGS.config, FLAGS.override)
+        ds, m = cfg.dataset, cfg.model
+        grid = {"fps": FLAGS.default_fps if FLAGS.default_fps is not None else ds.default_fps,
+                "feat_stride": FLAGS.feat_stride if FLAGS.feat_stride is not None
+                else ds.feat_stride * ds.downsample_rate,
+                "num_frames": FLAGS.num_frames if FLAGS.num_frames is not None else ds.num_frames}
+        model_kw = {"regression_range": m.regression_range, "scale_factor": m.scale_factor,
+                    "fpn_start_level": m.fpn_start_level,
+                    "center_sample_radius": cfg.train_cfg.center_sample_radius,
+                    "max_seq_len": ds.max_seq_len, "force_upsampling": ds.force_upsampling}
+    elif FLAGS.override:
+        raise UserError("--override needs --config")
+    class_file = FLAGS.class_file
+    if class_file is not None:
+        class_file = class_file[0] if len(class_file) == 1 else tuple(class_file)
+    aset = read_annotations(FLAGS.annotations, FLAGS.format, split=FLAGS.split,
+                            video_info=FLAGS.video_info, label=FLAGS.label,
+                            label_offset=FLAGS.label_offset, default_fps=grid["fps"],
+                            feat_stride=grid["feat_stride"], num_frames=grid["num_frames"],
+                            class_file=class_file)
+    stats = dataset_stats(aset, split=FLAGS.split, **model_kw)
+    print(format_table(stats))
+    if FLAGS.json:
+        _write_json(FLAGS.json, stats)
+        print(f"wrote {FLAGS.json}")
+    return 0
+
+
+def main(argv):
+    args = argv[1:]
+    if not args or args[0] not in COMMANDS:
+        raise UserError(f"expected a command: {', '.join(COMMANDS)} (e.g. `asl-data stats --annotations "
+                        "FILE --format FORMAT --split SPLIT`)")
+    if len(args) > 1:
+        raise UserError(f"unexpected arguments: {' '.join(args[1:])}")
+    return _stats()
+
+
+def _dashes_to_underscores(argv):
+    """`--video-info X` -> `--video_info X` (absl flag names use underscores)."""
+    out = []
+    for a in argv:
+        if a.startswith("--") and len(a) > 2:
+            name, eq, value = a[2:].partition("=")
+            a = "--" + name.replace("-", "_") + eq + value
+        out.append(a)
+    return out
+
+
+def run(argv=None):
+    """Console-script entry point (`asl-data`); flags accept `-` or `_` in their names."""
+    argv = list(sys.argv if argv is None else argv)
+    run_app(main, define_flags, argv=_dashes_to_underscores(argv))
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,81 @@
+"""`asl-export`: export a trained detector to SavedModel / TFLite / ONNX, verified against Keras.
+
+    asl-export --model M.keras --format saved_model|tflite|onnx \
+        [--quantize none|fp16|dynamic|int8] [--seq_len T] [--calibration CONFIG_OR_DIR] \
+        --out PATH [--force]
+
+Before writing, the export and the Keras model run on calibration windows; the max abs
+difference of logits/offsets and the average-mAP delta are printed as a table and written to
+`export_report.json`. Above the format's limit (fp32 1e-4, fp16 2e-2, dynamic/int8 at most
+1.0 mAP point lower) nothing is written and the command exits 2. `--seq-len` is accepted as
+a spelling of `--seq_len` (likewise for the other flags).
+"""
+import sys
+
+from absl import flags
+
+from asl_tf.cli._common import run_app
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+    flags.DEFINE_string("model", None, "Trained model (.keras) written by asl-train.")
+    flags.DEFINE_enum("format", None, ["saved_model", "tflite", "onnx"], "Export format.")
+    flags.DEFINE_enum("quantize", "none", ["none", "fp16", "dynamic", "int8"],
+                      "TFLite precision (int8 needs --calibration).")
+    flags.DEFINE_integer("seq_len", None, "Window T in features (default: the model's "
+                         "max_seq_len; a multiple of its max_div_factor).")
+    flags.DEFINE_string("calibration", None, "Config YAML (its training split) or a folder of "
+                        "[T, C] float32 .npy feature files.")
+    flags.DEFINE_string("out", None, "Output: a folder for saved_model (written to OUT/1/), a "
+                        "file for tflite/onnx.")
+    flags.DEFINE_boolean("force", False, "Replace an existing output.")
+    flags.DEFINE_boolean("verify", True, "Verify against the Keras model before writing.")
+    flags.DEFINE_float("feat_stride", None, "Sidecar default: frames between features.")
+    flags.DEFINE_float("num_frames", None, "Sidecar default: frames per feature.")
+    flags.DEFINE_float("fps", None, "Sidecar default: video frames per second.")
+    flags.DEFINE_float("max_diff", None, "Override the max abs diff limit of this format.")
+    flags.DEFINE_float("max_map_drop", None, "Override the max average-mAP drop (points).")
+    flags.DEFINE_integer("verify_windows", 8, "Calibration windows used for verification.")
+
+
+def main(argv):
+    from asl_tf.cli._common import UserError
+    from export.api import export_model
+
+    if len(argv) > 1:
+        raise UserError(f"unexpected arguments: {' '.join(argv[1:])}")
+    for name in ("model", "format", "out"):
+        if not FLAGS[name].value:
+            raise UserError(f"--{name} is required")
+    if FLAGS.verify_windows < 1:
+        raise UserError(f"--verify_windows must be >= 1, got {FLAGS.verify_windows}")
+    meta = {"feat_stride": FLAGS.feat_stride, "num_frames": FLAGS.num_frames, "fps": FLAGS.fps}
+    limits = {"max_diff": FLAGS.max_diff, "max_map_drop": FLAGS.max_map_drop}
+    report = export_model(FLAGS.model, FLAGS.format, FLAGS.out, quantize=FLAGS.quantize,
+                          seq_len=FLAGS.seq_len, calibration=FLAGS.calibration,
+                          force=FLAGS.force, verify=FLAGS.verify, video_meta=meta,
+                          limits=limits, verify_windows=FLAGS.verify_windows)
+    print(f"wrote {report['file']} (report: {report['report']})")
+    return 0
+
+
+def _normalize_argv(argv):
+    """`--seq-len 64` -> `--seq_len 64` (the issue's spelling), for our own flags only."""
+    out = []
+    for a in argv:
+        if a.startswith("--") and "-" in a[2:].split("=", 1)[0]:
+            name, sep, val = a[2:].partition("=")
+            a = "--" + name.replace("-", "_") + sep + val
+        out.append(a)
+    return out
+
+
+def run(argv=None):
+    argv = _normalize_argv(list(sys.argv if argv is None else argv))
+    run_app(main, define_flags, argv=argv)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,388 @@
+"""Training of `ASLDetector`: optimizer, schedule, TF train step, callbacks, strategies.
+
+- `build_optimizer`: Keras `AdamW` (betas 0.9/0.999, eps 1e-8) with the reference's weight-decay
+  rule (decay only conv / linear kernels, i.e. variables of rank >= 2; no decay on biases,
+  norms, `Scale`, drop-path scales, and the ASL Gaussians in the normalised mode), the
+  learning rate `lr_schedule` (Keras `CosineDecay`: linear warm-up from 0 over
+  `warmup_epochs`, then cosine to `eta_min` over `epochs`, stepped per iteration), weight EMA
+  (`use_ema`, `ema_momentum = train_cfg.ema_decay`, used for evaluation), global clip.
+- `train_step(model, data)`: the TensorFlow step `ASLDetector.train_step` delegates to.
+  Under a `tf.distribute` strategy each replica's loss is its share of the global-batch loss
+  (local sums / the global normaliser, the positive count all-reduced), the gradients are
+  all-reduced, their global norm is measured and clipped on the global gradient, and the
+  normaliser EMA is updated identically on every replica (the reference loses this update
+  under DataParallel). Logs: loss, cls_loss, reg_loss (+ quality_loss, ascl_loss), num_pos,
+  loss_normalizer, grad_norm (before clipping), lr.
+- Other backends (JAX, torch) train through `ASLDetector.compute_loss` and Keras' own step
+  (the optimizer then clips and EMA-averages).
+- Callbacks: `EvalCallback` (detection with `edge.postprocess` + `asl_tf.evaluation` mAP on
+  the validation split with the EMA weights every N epochs), `NonFiniteLossStop`,
+  `StepBackup` (step-level backup for exact resume; Keras' `BackupAndRestore` only resumes
+  at epoch starts) and `default_callbacks` (ModelCheckpoint best by `val_mAP`, StepBackup,
+  TensorBoard, CSVLogger).
+"""
+import math
+import os
+
+import keras
+import numpy as np
+from absl import logging
+
+LOSS_KEYS = ("cls_loss", "reg_loss", "quality_loss", "ascl_loss")
+GLOBAL_KEYS = ("num_pos", "loss_normalizer", "grad_norm")
+
+
+# --------------------------------------------------------------------------- optimizer
+def lr_schedule(learning_rate, steps_per_epoch, epochs, warmup_epochs, eta_min=1e-8):
+    """Linear warm-up from 0 then cosine to `eta_min`, per step (Keras `CosineDecay`)."""
+    warm = int(round(warmup_epochs * steps_per_epoch))
+    decay = max(int(round(epochs * steps_per_epoch)), 1)
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0 if warm > 0 else learning_rate, decay_steps=decay,
+        alpha=float(eta_min) / float(learning_rate), warmup_target=learning_rate if warm > 0 else None,
+        warmup_steps=warm)
+
+
+def decay_variables(model):
+    """Variables that get weight decay: conv / linear kernels (rank >= 2) and, in the
+    authors' class-level mode, the ASL Gaussians (the authors decay them)."""
+    from asl_tf.model.sensitivity import asl_options
+    out = [v for v in model.trainable_variables if len(v.shape) >= 2]
+    sens = getattr(model, "class_sensitivity", None)
+    if sens is not None and asl_options(getattr(model, "asl_cfg", None))["class_mode"] == "authors":
+        out += list(sens.trainable_variables)
+    return out
+
+
+@keras.saving.register_keras_serializable(package="asl_tf")
+class AdamWEMA(keras.optimizers.AdamW):
+    """Keras AdamW whose EMA does NOT overwrite the model at the end of `fit`.
+
+    Keras' `finalize_variable_values` copies the EMA into the model when `fit` returns; a run
+    resumed mid-epoch calls `fit` twice, which would then continue from the EMA instead of the
+    raw weights. Here the EMA stays in the optimizer; use `EMAWeights` / `use_ema_weights`.
+    """
+
+    def finalize_variable_values(self, var_list):
+        return None
+
+
+def use_ema_weights(model):
+    """Copy the optimizer's EMA into the model's trainable weights (permanently)."""
+    opt = getattr(model, "optimizer", None)
+    ema = getattr(opt, "_model_variables_moving_average", None) if opt is not None else None
+    if opt is None or not getattr(opt, "use_ema", False) or not ema:
+        return False
+    for v, e in zip(model.trainable_variables, ema):
+        v.assign(e)
+    return True
+
+
+def build_optimizer(model, opt_cfg, train_cfg, steps_per_epoch, clip_in_optimizer=None):
+    """AdamW + schedule + EMA for `model` from the `opt` and `train_cfg` sections (dicts).
+
+    `clip_in_optimizer`: clip in the optimizer (other backends); the TF `train_step` clips
+    the all-reduced gradient itself. Default: True unless the backend is TensorFlow.
+    """
+    if str(opt_cfg.get("type", "AdamW")).lower() != "adamw":
+        raise ValueError(f"opt.type: only AdamW is supported, got {opt_cfg.get('type')!r}")
+    if clip_in_optimizer is None:
+        clip_in_optimizer = keras.backend.backend() != "tensorflow"
+    clip = float(train_cfg.get("clip_grad_l2norm", 1.0) or -1)
+    sched = lr_schedule(float(opt_cfg.get("learning_rate", 1e-4)), steps_per_epoch,
+                        float(train_cfg.get("epochs", 30)), float(train_cfg.get("warmup_epochs", 5)),
+                        float(opt_cfg.get("eta_min", 1e-8)))
+    ema = float(train_cfg.get("ema_decay", 0.999) or 0)
+    opt = AdamWEMA(
+        learning_rate=sched, weight_decay=float(opt_cfg.get("weight_decay", 0.0)),
+        beta_1=0.9, beta_2=0.999, epsilon=1e-8,
+        global_clipnorm=clip if (clip_in_optimizer and clip > 0) else None,
+        use_ema=ema > 0, ema_momentum=ema if ema > 0 else 0.99)
+    decay_ids = {id(v) for v in decay_variables(model)}
+    opt.exclude_from_weight_decay(var_list=[v for v in model.trainable_variables if id(v) not in decay_ids])
+    opt.asl_clip_norm = clip  # read by train_step
+    return opt
+
+
+# --------------------------------------------------------------------------- metrics
+def attach_metrics(model):
+    """Create the per-component loss trackers (`ASLDetector._build_asl` does, before build;
+    calling it again is a no-op)."""
+    if getattr(model, "asl_trackers", None):
+        return
+    model.asl_trackers = {k: keras.metrics.Mean(name=k) for k in LOSS_KEYS + GLOBAL_KEYS}
+
+
+# --------------------------------------------------------------------------- train step
+def _assign_everywhere(variable, value):
+    """Assign the same value to a (possibly mirrored) variable from replica context."""
+    import tensorflow as tf
+    ctx = tf.distribute.get_replica_context()
+    var = variable.value if isinstance(variable, keras.Variable) else variable
+    if ctx is None or ctx.num_replicas_in_sync == 1 or not tf.distribute.has_strategy():
+        variable.assign(value)
+        return
+
+    def merge(strategy, v):
+        strategy.extended.update(var, lambda x, y: x.assign(y), args=(v,), group=False)
+
+    ctx.merge_call(merge, args=(value,))
+
+
+def train_step(model, data):
+    """One TensorFlow training step (see the module docstring). `data = (x, y)`."""
+    import tensorflow as tf
+    from asl_tf import losses
+
+    x, y = data[0], data[1]
+    ctx = tf.distribute.get_replica_context()
+    n_rep = ctx.num_replicas_in_sync if ctx is not None else 1
+    reduce = (lambda v: ctx.all_reduce(tf.distribute.ReduceOp.SUM, v)) if n_rep > 1 else None
+    opt = model.optimizer
+    with tf.GradientTape() as tape:
+        y_pred = model(x, training=True)
+        comps = losses.detector_loss(model, x, y, y_pred, training=True, num_pos_reduce=reduce,
+                                     return_components=True, num_replicas=n_rep,
+                                     assign_normalizer=False)
+        loss = comps["final_loss"]
+        scaled = opt.scale_loss(loss) if hasattr(opt, "scale_loss") else loss
+    tvars = model.trainable_variables
+    grads = tape.gradient(scaled, tvars)
+    grads = [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g) for g, v in zip(grads, tvars)]
+    loss_scaled = isinstance(opt, keras.optimizers.LossScaleOptimizer)
+    if n_rep > 1:
+        grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+    gnorm = tf.linalg.global_norm(grads)
+    clip = getattr(opt, "asl_clip_norm", -1.0)
+    if loss_scaled:
+        # mixed_float16: gradients are scaled; the inner optimizer unscales, checks and clips
+        gnorm = gnorm / tf.cast(opt.dynamic_scale, gnorm.dtype) if hasattr(opt, "dynamic_scale") else gnorm
+    elif clip and clip > 0:
+        grads, _ = tf.clip_by_global_norm(grads, clip, use_norm=gnorm)
+    if n_rep > 1:
+        # the Keras optimizer all-reduces (sums) again: hand it 1/n of the global gradient
+        grads = [g / n_rep for g in grads]
+    opt.apply(grads, tvars)
+    _assign_everywhere(model.loss_normalizer, tf.cast(comps["loss_normalizer"], model.loss_normalizer.dtype))
+
+    # logs: per-replica losses are shares of the global loss -> report n * share (averaged)
+    logs = {}
+    model._loss_tracker.update_state(loss * n_rep)
+    logs["loss"] = model._loss_tracker.result()
+    trackers = getattr(model, "asl_trackers", None) or {}
+    for k in LOSS_KEYS:
+        if k in comps and k in trackers:
+            trackers[k].update_state(comps[k] * n_rep)
+    for k, v in (("num_pos", comps["num_pos"]), ("loss_normalizer", comps["loss_normalizer"]),
+                 ("grad_norm", gnorm)):
+        if k in trackers:
+            trackers[k].update_state(v)
+    for k, t in trackers.items():
+        if k in comps or k in GLOBAL_KEYS:
+            logs[k] = t.result()
+    return logs
+
+
+# --------------------------------------------------------------------------- callbacks
+class NonFiniteLossError(RuntimeError):
+    """Raised when the training loss turns NaN/inf (the last good checkpoint is kept)."""
+
+
+class NonFiniteLossStop(keras.callbacks.Callback):
+    """Stop at the first non-finite loss, naming the step, before any checkpoint is written.
+
+    Place it FIRST in the callback list so BackupAndRestore / ModelCheckpoint never save the
+    broken state; it raises `NonFiniteLossError`.
+    """
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            step = int(self.model.optimizer.iterations.numpy())
+            msg = f"training loss became {float(loss)} at step {step} (batch {batch}); stopped, last good checkpoint kept"
+            logging.error(msg)
+            self.model.stop_training = True
+            raise NonFiniteLossError(msg)
+
+
+class StepBackup(keras.callbacks.Callback):
+    """Step-level backup for exact resume: every `every` optimizer steps (and at the end of
+    `fit`) the model weights WITH the optimizer state (moments, EMA, iteration count) and the
+    loss normaliser go to `<dir>/state.weights.h5`, and `{"step": n}` to `<dir>/state.json`,
+    each written to a temp file and renamed.
+
+    Keras' `BackupAndRestore` restores only the epoch (a mid-epoch kill replays the epoch's
+    first batches, so the weights differ); the training loop of `asl-train` instead restarts
+    at the exact step, with the seeded input stream skipped to the same batch.
+    """
+
+    def __init__(self, directory, every=100):
+        super().__init__()
+        self.directory, self.every = directory, max(int(every), 1)
+
+    @property
+    def weights_path(self):
+        return os.path.join(self.directory, "state.weights.h5")
+
+    def step(self):
+        return int(np.asarray(self.model.optimizer.iterations.numpy()))
+
+    def save(self):
+        os.makedirs(self.directory, exist_ok=True)
+        step = self.step()
+        tmp = os.path.join(self.directory, "state.tmp.weights.h5")
+        self.model.save_weights(tmp, overwrite=True)
+        os.replace(tmp, self.weights_path)
+        meta = os.path.join(self.directory, "state.json")
+        with open(meta + ".tmp", "w") as f:
+            f.write('{"step": %d}' % step)
+        os.replace(meta + ".tmp", meta)
+
+    def load_step(self):
+        """The saved step, or None when there is no complete backup."""
+        import json
+        meta = os.path.join(self.directory, "state.json")
+        if not (os.path.exists(meta) and os.path.exists(self.weights_path)):
+            return None
+        with open(meta) as f:
+            return int(json.load(f)["step"])
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.step() % self.every == 0:
+            self.save()
+
+    def on_train_end(self, logs=None):
+        self.save()
+
+
+class EMAWeights:
+    """Context manager: swap the optimizer's EMA weights into the model and back."""
+
+    def __init__(self, model):
+        self.model = model
+        opt = getattr(model, "optimizer", None)
+        self.ema = getattr(opt, "_model_variables_moving_average", None) if opt is not None and opt.use_ema else None
+
+    def __enter__(self):
+        if self.ema:
+            tv = self.model.trainable_variables
+            self.saved = [v.numpy() for v in tv]
+            for v, e in zip(tv, self.ema):
+                v.assign(e)
+        return self.model
+
+    def __exit__(self, *exc):
+        if self.ema:
+            for v, s in zip(self.model.trainable_variables, self.saved):
+                v.assign(s)
+        return False
+
+
+def detect(model, x, meta):
+    """Detections of one eval element (batch 1) in seconds, with `edge.postprocess`."""
+    from edge.postprocess import postprocess
+    out = model(x, training=False)
+    t = int(x["feats"].shape[1])
+    return postprocess(np.asarray(out["cls_logits"])[0], np.asarray(out["offsets"])[0],
+                       np.asarray(out["mask"])[0], model.points(t), model.level_lengths(t),
+                       model.test_cfg, float(meta["fps"]), float(meta["feat_stride"]),
+                       float(meta["num_frames"]), float(meta["duration"]))
+
+
+def _meta_value(v):
+    v = np.asarray(v)
+    v = v.reshape(-1)[0] if v.size else v
+    return v.decode() if isinstance(v, bytes) else (v.item() if hasattr(v, "item") else v)
+
+
+class EvalCallback(keras.callbacks.Callback):
+    """Every `every` epochs: detect on the validation set with the EMA weights, compute mAP.
+
+    Args:
+        dataset: iterable of `(x, meta)` with batch 1 (`meta`: video_id, fps, feat_stride,
+            num_frames, duration).
+        gt: `asl_tf.evaluation.GroundTruth` or a list of `VideoRecord`s (seconds).
+        tious: tIoU thresholds. Adds `val_mAP` (average mAP) and `val_mAP@<tiou>` to the logs.
+    """
+
+    def __init__(self, dataset, gt, tious, every=1, use_ema=True):
+        super().__init__()
+        self.dataset, self.gt, self.tious = dataset, gt, np.asarray(tious, np.float64)
+        self.every, self.use_ema = max(int(every), 1), use_ema
+        self.last = None
+
+    def evaluate(self):
+        from asl_tf.evaluation import evaluate_detections
+        dets = []
+        ctx = EMAWeights(self.model) if self.use_ema else _Null(self.model)
+        with ctx:
+            for x, meta in self.dataset:
+                d = detect(self.model, x, {k: _meta_value(v) for k, v in meta.items()})
+                d["video_id"] = str(_meta_value(meta["video_id"]))
+                dets.append(d)
+        res = evaluate_detections(self.gt, dets, self.tious, warn=False)
+        return res
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None or (epoch + 1) % self.every:
+            return
+        res = self.evaluate()
+        logs["val_mAP"] = float(res["average_mAP"])
+        for t, m in zip(self.tious, res["mAP"]):
+            logs[f"val_mAP@{t:.2f}"] = float(m)
+        self.last = res
+        logging.info("epoch %d: val average mAP %.4f", epoch + 1, logs["val_mAP"])
+
+
+class _Null:
+    def __init__(self, model):
+        self.model = model
+
+    def __enter__(self):
+        return self.model
+
+    def __exit__(self, *exc):
+        return False
+
+
+def default_callbacks(workdir, eval_cb=None, backup_every_steps=50, tensorboard=True):
+    """NaN stop first, then eval (adds val_mAP), best checkpoint, step backup, logs."""
+    cbs = [NonFiniteLossStop(), StepBackup(os.path.join(workdir, "backup"), backup_every_steps)]
+    if eval_cb is not None:
+        cbs.append(eval_cb)
+        cbs.append(keras.callbacks.ModelCheckpoint(
+            os.path.join(workdir, "best.weights.h5"), monitor="val_mAP", mode="max",
+            save_best_only=True, save_weights_only=True))
+    cbs.append(keras.callbacks.ModelCheckpoint(os.path.join(workdir, "last.weights.h5"),
+                                               save_weights_only=True))
+    cbs.append(keras.callbacks.CSVLogger(os.path.join(workdir, "log.csv"), append=True))
+    if tensorboard:
+        cbs.append(keras.callbacks.TensorBoard(os.path.join(workdir, "tb"), update_freq="epoch"))
+    return cbs
+
+
+# --------------------------------------------------------------------------- strategy / precision
+def make_strategy(name="default"):
+    """`default` | `mirrored` | `multi_worker` tf.distribute strategy."""
+    import tensorflow as tf
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ValueError(f"--strategy: expected default|mirrored|multi_worker, got {name!r}")
+
+
+def set_precision(mixed):
+    """`mixed`: off | auto (bf16 on CPU, fp16 on GPU) | mixed_bfloat16 | mixed_float16."""
+    if mixed in (None, "", "off", "float32", False):
+        keras.mixed_precision.set_global_policy("float32")
+        return "float32"
+    if mixed in ("auto", True, "on"):
+        import tensorflow as tf
+        mixed = "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
+    if mixed not in ("mixed_bfloat16", "mixed_float16"):
+        raise ValueError(f"--mixed_precision: expected off|auto|mixed_bfloat16|mixed_float16, got {mixed!r}")
+    keras.mixed_precision.set_global_policy(mixed)
+    return mixed

@@ -1,0 +1,242 @@
+"""`asl-edge`: run an exported asl-tf detector on a device (no TensorFlow).
+
+    asl-edge run --model M.tflite|M.onnx --features VIDEO.npy [--stream --hop H]
+                 [--fps F --feat-stride S --num-frames K --duration D] --out dets.json
+    asl-edge bench --model M.tflite [--threads N] [--hop H] [--windows N]
+
+`run` offline writes `{"video_id", "detections": [{"segment": [s, e], "score", "label",
+"label_name"}]}` sorted by score (the model's exported test config; segments clamped to
+`[0, duration]` s). `run --stream` pushes the features one chunk at a time (`--chunk`, default
+1 step) and writes one JSON line per detection as it is finalised, with its latency;
+`--out -` writes to stdout as it goes. `bench` prints JSON: model latency per window, end-to-end
+streaming latency per second of video, real-time factor and peak RSS.
+
+argparse only; a user error prints one line `asl-edge: error: ...` and exits 2.
+"""
+import argparse
+import json
+import logging
+import os
+import resource
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from edge.runtime import EdgeModel
+from edge.stream import StreamingDetector, default_duration, detect_video
+
+PROG = "asl-edge"
+
+
+def _positive(kind):
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
+        return value
+    return parse
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p):
+        p.add_argument("--model", required=True, help="exported .tflite or .onnx (with sidecar)")
+        p.add_argument("--threads", type=_positive(int), default=None,
+                       help="interpreter threads (default: the runtime's choice)")
+        p.add_argument("--hop", type=_positive(int), default=None,
+                       help="window hop in feature steps (default: half the window)")
+
+    run = sub.add_parser("run", help="detect actions in a feature file")
+    common(run)
+    run.add_argument("--features", required=True, help="VIDEO.npy, [T, C] float32")
+    run.add_argument("--out", required=True, help="output JSON (JSON lines with --stream; '-' "
+                     "for stdout)")
+    run.add_argument("--stream", action="store_true", help="stream mode: JSON lines as "
+                     "detections are finalised")
+    run.add_argument("--chunk", type=_positive(int), default=1,
+                     help="steps per push in --stream mode (default 1)")
+    run.add_argument("--video-id", default=None, help="default: the features file's stem")
+    run.add_argument("--fps", type=_positive(float), default=None)
+    run.add_argument("--feat-stride", type=_positive(float), default=None)
+    run.add_argument("--num-frames", type=_positive(float), default=None)
+    run.add_argument("--duration", type=_positive(float), default=None,
+                     help="video duration in seconds (default: from T, fps, stride, frames)")
+
+    bench = sub.add_parser("bench", help="latency per window and per second of video, peak RSS")
+    common(bench)
+    bench.add_argument("--windows", type=_positive(int), default=20,
+                       help="timed model calls, and windows of the synthetic stream")
+    bench.add_argument("--warmup", type=int, default=3)
+    bench.add_argument("--fps", type=_positive(float), default=None)
+    bench.add_argument("--feat-stride", type=_positive(float), default=None)
+    bench.add_argument("--num-frames", type=_positive(float), default=None)
+    bench.add_argument("--out", default=None, help="also write the JSON here")
+    return parser
+
+
+def _load_features(path):
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: features file not found")
+    try:
+        feats = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError) as err:
+        raise ValueError(f"{path}: not a .npy array ({err})") from None
+    if feats.ndim != 2:
+        raise ValueError(f"{path}: features must be [T, C], got shape {list(feats.shape)}")
+    if feats.shape[0] == 0:
+        raise ValueError(f"{path}: the video has no feature steps (T = 0)")
+    if not np.issubdtype(feats.dtype, np.floating):
+        raise ValueError(f"{path}: features must be float, got dtype {feats.dtype}")
+    return feats
+
+
+def _atomic_open(path):
+    """A temp file beside `path`; returns (file, commit) where commit() renames it."""
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=os.path.dirname(path) or ".")
+    f = os.fdopen(fd, "w", encoding="utf-8")
+
+    def commit(ok=True):
+        f.close()
+        if ok:
+            os.replace(tmp, path)
+        elif os.path.exists(tmp):
+            os.remove(tmp)
+    return f, commit
+
+
+def _public(d, video_id=None, stream=False):
+    out = {"segment": d["segment"], "score": d["score"], "label": d["label"],
+           "label_name": d["label_name"]}
+    if stream:
+        out = {"video_id": video_id, **out, "latency_steps": d["latency_steps"],
+               "latency_s": d["latency_s"], "emitted_at": d["emitted_at"]}
+    return out
+
+
+def cmd_run(args):
+    feats = _load_features(args.features)
+    model = EdgeModel(args.model, num_threads=args.threads)
+    if feats.shape[1] != model.input_dim:
+        raise ValueError(f"{args.features}: features have width {feats.shape[1]}, the model "
+                         f"{args.model} takes {model.input_dim} (field input_dim)")
+    video_id = args.video_id or os.path.splitext(os.path.basename(args.features))[0]
+    meta = dict(fps=args.fps, feat_stride=args.feat_stride, num_frames=args.num_frames)
+    if not args.stream:
+        dets = detect_video(model, feats, hop=args.hop, duration=args.duration, **meta)
+        doc = {"video_id": video_id, "detections": [_public(d) for d in dets]}
+        if args.out == "-":
+            json.dump(doc, sys.stdout)
+            sys.stdout.write("\n")
+            return 0
+        f, commit = _atomic_open(args.out)
+        try:
+            json.dump(doc, f, indent=1)
+            f.write("\n")
+        except BaseException:
+            commit(False)
+            raise
+        commit()
+        logging.info("%s: %d detections -> %s", video_id, len(dets), args.out)
+        return 0
+
+    det = StreamingDetector(model, hop=args.hop, **meta)
+    duration = args.duration or default_duration(len(feats), det.fps, det.feat_stride,
+                                                 det.num_frames)
+    if args.out == "-":
+        f, commit = sys.stdout, (lambda ok=True: sys.stdout.flush())
+    else:
+        f, commit = _atomic_open(args.out)
+    count = 0
+    try:
+        for i in range(0, len(feats), args.chunk):
+            for d in det.push(np.asarray(feats[i:i + args.chunk])):
+                f.write(json.dumps(_public(d, video_id, True)) + "\n")
+                f.flush()
+                count += 1
+        for d in det.flush(duration=duration):
+            f.write(json.dumps(_public(d, video_id, True)) + "\n")
+            count += 1
+    except BaseException:
+        commit(False)
+        raise
+    commit()
+    logging.info("%s: %d detections streamed (%d windows, %d steps dropped)", video_id, count,
+                 det.windows_run, det.dropped_steps)
+    return 0
+
+
+def _peak_rss_mb():
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 1024.0 if sys.platform != "darwin" else rss / 2 ** 20
+
+
+def cmd_bench(args):
+    model = EdgeModel(args.model, num_threads=args.threads)
+    rng = np.random.default_rng(0)
+    w, c = model.window, model.input_dim
+    x = rng.standard_normal((w, c)).astype(np.float32)
+    for _ in range(max(args.warmup, 0)):
+        model.run(x)
+    times = []
+    for _ in range(args.windows):
+        t0 = time.perf_counter()
+        model.run(x)
+        times.append(time.perf_counter() - t0)
+    det = StreamingDetector(model, hop=args.hop, fps=args.fps, feat_stride=args.feat_stride,
+                            num_frames=args.num_frames)
+    steps = w + (args.windows - 1) * det.hop
+    stream = rng.standard_normal((steps, c)).astype(np.float32)
+    n_dets = 0
+    t0 = time.perf_counter()
+    for i in range(0, steps, det.hop):
+        n_dets += len(det.push(stream[i:i + det.hop]))
+    n_dets += len(det.flush())
+    wall = time.perf_counter() - t0
+    video_s = steps * det.feat_stride / det.fps
+    hop_s = det.hop * det.feat_stride / det.fps
+    med = float(np.median(times))
+    report = {
+        "model": os.path.basename(args.model), "backend": model.backend,
+        "threads": model.num_threads, "window_steps": w, "hop_steps": det.hop,
+        "input_dim": c, "num_classes": model.num_classes,
+        "window_s": w * det.feat_stride / det.fps, "hop_s": hop_s,
+        "model_ms_per_window_median": 1e3 * med,
+        "model_ms_per_window_p90": 1e3 * float(np.percentile(times, 90)),
+        "model_ms_per_video_second": 1e3 * med / hop_s,
+        "stream_windows": det.windows_run, "stream_video_s": video_s,
+        "stream_ms_per_video_second": 1e3 * wall / video_s,
+        "real_time_factor": video_s / wall if wall > 0 else float("inf"),
+        "stream_detections": n_dets,
+        "peak_rss_mb": _peak_rss_mb(),
+    }
+    text = json.dumps(report, indent=1)
+    print(text)
+    if args.out:
+        f, commit = _atomic_open(args.out)
+        f.write(text + "\n")
+        commit()
+    return 0
+
+
+def main(argv=None):
+    """Console entry point of `asl-edge`; returns the exit status (2 on a user error)."""
+    logging.basicConfig(level=logging.WARNING, format=f"{PROG}: %(levelname)s: %(message)s")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code = cmd_run(args) if args.command == "run" else cmd_bench(args)
+    except (ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError) as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 2
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

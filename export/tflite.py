@@ -1,0 +1,84 @@
+"""TFLite export at a fixed window: fp32, fp16, dynamic-range and full-integer int8.
+
+Builtin ops only (no Flex). Conversion goes through a fixed-window SavedModel
+(`from_saved_model`; `from_concrete_functions` silently writes a broken file, TOOLCHAIN.md).
+Inputs and outputs stay float32 / bool and are picked by name through the
+`serving_default` signature (the converter orders inputs alphabetically).
+For int8 the representative dataset yields dicts keyed by input name, built from real
+calibration windows.
+"""
+import collections
+import os
+import tempfile
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from export.saved_model import save_fixed_window
+
+
+def convert(model, window, quantize="none", representative=None):
+    """Convert `model` at [1, window, C] to TFLite bytes.
+
+    representative: for int8, a `Windows`-like object with feats [N, T, C] and mask [N, T].
+    """
+    if quantize == "int8" and (representative is None or len(representative) == 0):
+        raise ValueError("--quantize int8 needs calibration windows (--calibration)")
+    with tempfile.TemporaryDirectory(prefix="asl-tflite-") as tmp:
+        sm = save_fixed_window(model, os.path.join(tmp, "sm"), window)
+        conv = tf.lite.TFLiteConverter.from_saved_model(sm)
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        if quantize == "fp16":
+            conv.optimizations = [tf.lite.Optimize.DEFAULT]
+            conv.target_spec.supported_types = [tf.float16]
+        elif quantize == "dynamic":
+            conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        elif quantize == "int8":
+            conv.optimizations = [tf.lite.Optimize.DEFAULT]
+
+            def gen():
+                for f, m in zip(representative.feats, representative.mask):
+                    yield {"feats": f[None].astype(np.float32), "mask": m[None]}
+
+            conv.representative_dataset = gen
+            conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        try:
+            return conv.convert()
+        except Exception as err:  # the converter raises ConverterError and friends
+            if quantize != "int8":
+                raise
+            # Some ops (bool logic on the mask) have no int8 kernel: allow float builtins for them.
+            logging.warning("strict int8 conversion failed (%s); retrying with float builtins "
+                            "allowed for the ops that have no int8 kernel", str(err).splitlines()[0])
+            conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
+                                              tf.lite.OpsSet.TFLITE_BUILTINS]
+            return conv.convert()
+
+
+def _interpreter(path_or_bytes, threads):
+    from ai_edge_litert.interpreter import Interpreter
+    if isinstance(path_or_bytes, (bytes, bytearray)):
+        return Interpreter(model_content=bytes(path_or_bytes), num_threads=threads)
+    return Interpreter(model_path=os.fspath(path_or_bytes), num_threads=threads)
+
+
+def op_counts(path_or_bytes):
+    """{op name: count} of a TFLite model (e.g. to see which ops stay float in int8)."""
+    interp = _interpreter(path_or_bytes, 1)
+    return dict(collections.Counter(d["op_name"] for d in interp._get_ops_details()))
+
+
+class TFLiteRunner:
+    """Run a TFLite export by input/output name: (feats [1,T,C], mask [1,T]) -> dict."""
+
+    def __init__(self, path_or_bytes, threads=1):
+        self.interp = _interpreter(path_or_bytes, threads)
+        self.runner = self.interp.get_signature_runner("serving_default")
+        names = set(self.runner.get_input_details())
+        if names != {"feats", "mask"}:
+            raise ValueError(f"TFLite inputs are {sorted(names)}, expected feats and mask")
+
+    def __call__(self, feats, mask):
+        out = self.runner(feats=np.asarray(feats, np.float32), mask=np.asarray(mask, bool))
+        return {"cls_logits": out["cls_logits"], "offsets": out["offsets"]}

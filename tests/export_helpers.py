@@ -1,0 +1,128 @@
+"""Test helpers for the export tests: a tiny stand-in detector with the model contract.
+
+`StandInDetector` follows docs/INTERFACES.md §2 (inputs dict feats/mask, outputs dict
+cls_logits/offsets/mask/fpn_feats, the attributes the exporters read) and holds the ops that
+make export hard: a masked conv embedding, LayerNorm (eps 1e-5) over padded frames, a masked
+softmax attention with an additive -1e4 key mask and zeroed padded query rows, an erf GELU MLP,
+a stride-2 level, shared conv heads and ReLU(scale * raw) offsets. It is used where a real
+`ASLDetector` is not needed (bad-input tests) and as a fallback.
+"""
+import numpy as np
+
+import keras
+from keras import layers, ops
+
+
+@keras.saving.register_keras_serializable(package="asl_tf_tests")
+class StandInDetector(keras.Model):
+    """Tiny two-level detector: feats [B,T,C] float32, mask [B,T] bool -> dict of outputs.
+
+    Outputs: cls_logits [B, T + T/2, K], offsets [B, T + T/2, 2] (stride units), mask
+    [B, T + T/2] bool, fpn_feats [B, T + T/2, dim].
+    """
+
+    def __init__(self, input_dim=8, dim=16, num_classes=3, max_seq_len=32, class_names=None,
+                 test_cfg=None,
+                 transposed_key_mask=False, **kwargs):
+        super().__init__(**kwargs)
+        self.input_dim, self.dim, self.num_classes = input_dim, dim, num_classes
+        self.max_seq_len = max_seq_len
+        self.transposed_key_mask = transposed_key_mask
+        self.fpn_strides = [1, 2]
+        self.max_div_factor = 4
+        self.regression_range = [[0.0, 4.0], [4.0, 10000.0]]
+        self.class_names = class_names
+        self.test_cfg = test_cfg or {
+            "pre_nms_thresh": 0.001, "pre_nms_topk": 200, "iou_threshold": 0.1, "min_score": 0.001,
+            "max_seg_num": 30, "nms_method": "soft", "nms_sigma": 0.5, "duration_thresh": 0.05,
+            "multiclass_nms": True, "ext_score_file": None, "voting_thresh": 0.75}
+        # === Layers ===
+        self.embd = layers.Conv1D(dim, 3, padding="same", use_bias=False)
+        self.embd_ln = layers.LayerNormalization(epsilon=1e-5)
+        self.ln1 = layers.LayerNormalization(epsilon=1e-5)
+        self.q, self.k, self.v = (layers.Dense(dim) for _ in range(3))
+        self.proj = layers.Dense(dim)
+        self.ln2 = layers.LayerNormalization(epsilon=1e-5)
+        self.fc1, self.fc2 = layers.Dense(4 * dim), layers.Dense(dim)
+        self.neck_ln = layers.LayerNormalization(epsilon=1e-5)
+        self.cls1 = layers.Conv1D(dim, 3, padding="same")
+        self.cls_out = layers.Conv1D(num_classes, 3, padding="same",
+                                     bias_initializer=keras.initializers.Constant(-1.0))
+        self.reg1 = layers.Conv1D(dim, 3, padding="same")
+        self.reg_out = layers.Conv1D(2, 3, padding="same")
+        self.scales = [self.add_weight(shape=(), initializer=keras.initializers.Constant(1.0 + 0.25 * i),
+                                       name=f"scale_{i}") for i in range(2)]
+
+    def level_lengths(self, t):
+        return [int(t) // s for s in self.fpn_strides]
+
+    def points(self, t):
+        rows = []
+        for length, s, (lo, hi) in zip(self.level_lengths(t), self.fpn_strides, self.regression_range):
+            tt = np.arange(length, dtype=np.float32) * s
+            rows.append(np.stack([tt, np.full_like(tt, lo), np.full_like(tt, hi), np.full_like(tt, s)], 1))
+        return np.concatenate(rows, 0)
+
+    def _block(self, x, m):
+        mf = ops.cast(m, x.dtype)[..., None]                          # [B,T,1]
+        h = self.ln1(x)
+        q, k, v = self.q(h), self.k(h), self.v(h)
+        att = ops.matmul(q, ops.transpose(k, (0, 2, 1))) / np.sqrt(self.dim).astype("float32")
+        if self.transposed_key_mask:
+            # `1 - transpose(m)`: the TF 2.21 TFLite converter computes `transpose(m) - 1` here
+            # (operands of SUB swapped); kept as a switch to prove the verification catches it.
+            att = att + (1.0 - ops.transpose(mf, (0, 2, 1))) * -1e4
+        else:
+            att = att + (1.0 - ops.cast(m, x.dtype))[:, None, :] * -1e4  # additive key mask
+        att = ops.softmax(att, axis=-1) * mf                          # padded query rows -> 0
+        x = x + self.proj(ops.matmul(att, v)) * mf
+        h = self.fc1(self.ln2(x))
+        h = 0.5 * h * (1.0 + ops.erf(h * 0.70710678))                 # exact GELU, ONNX friendly
+        return x + self.fc2(h) * mf
+
+    def call(self, inputs, training=False):
+        feats, mask = inputs["feats"], inputs["mask"]
+        mf = ops.cast(mask, "float32")[..., None]
+        x = ops.relu(self.embd_ln(self.embd(feats) * mf)) * mf
+        x = self._block(x, mask)
+        levels, masks = [x, x[:, ::2]], [mask, mask[:, ::2]]
+        cls, off, feats_out = [], [], []
+        for i, (xl, ml) in enumerate(zip(levels, masks)):
+            mlf = ops.cast(ml, "float32")[..., None]
+            f = self.neck_ln(xl)                                      # LN over padded frames too
+            c = self.cls_out(ops.relu(self.cls1(f) * mlf)) * mlf
+            r = self.reg_out(ops.relu(self.reg1(f) * mlf)) * mlf
+            cls.append(c)
+            off.append(ops.relu(self.scales[i] * r))
+            feats_out.append(f)
+        return {"cls_logits": ops.concatenate(cls, 1), "offsets": ops.concatenate(off, 1),
+                "mask": ops.concatenate(masks, 1), "fpn_feats": ops.concatenate(feats_out, 1)}
+
+    def get_config(self):
+        return {"input_dim": self.input_dim, "dim": self.dim, "num_classes": self.num_classes,
+                "max_seq_len": self.max_seq_len, "class_names": self.class_names,
+                "test_cfg": self.test_cfg, "transposed_key_mask": self.transposed_key_mask,
+                "name": self.name}
+
+
+def make_standin(seed=0, **kwargs):
+    """A built stand-in with spread-out weights (so the detections are not all ties)."""
+    keras.utils.set_random_seed(seed)
+    model = StandInDetector(**kwargs)
+    t = model.max_seq_len
+    model({"feats": np.zeros((1, t, model.input_dim), "float32"), "mask": np.ones((1, t), bool)})
+    rng = np.random.default_rng(seed)
+    for w in model.weights:
+        if "scale" not in w.path:
+            w.assign(w.numpy() + 0.1 * rng.standard_normal(w.shape).astype("float32"))
+    return model
+
+
+def write_feature_dir(path, input_dim, lengths, seed=0):
+    """Write `[T_i, C]` float32 `.npy` feature files (smooth random walks) into `path`."""
+    rng = np.random.default_rng(seed)
+    path.mkdir(parents=True, exist_ok=True)
+    for i, t in enumerate(lengths):
+        x = np.cumsum(rng.standard_normal((t, input_dim)), 0) / np.sqrt(np.arange(1, t + 1))[:, None]
+        np.save(path / f"video_{i:02d}.npy", x.astype("float32"))
+    return path

@@ -1,0 +1,89 @@
+"""`asl-data stats` on the fixture copies of the real files: counts, JSON, exit codes."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import FIXTURES, REPO
+
+D = FIXTURES / "data"
+EPIC = D / "epic_kitchens_100"
+
+
+def _run(*args, tmp_path=None):
+    env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run([sys.executable, "-m", "asl_tf.cli.data", *map(str, args)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+CASES = [
+    ("thumos14", ["--annotations", D / "thumos14/thumos14.json", "--format", "actionformer", "--split", "test",
+                  "--config", REPO / "configs/thumos14_i3d.yaml"], (212, 3358, 20), {"rows_past_end": 26}),
+    ("multithumos", ["--annotations", D / "multithumos/multithumos.json.gz", "--format", "actionformer",
+                     "--split", "test"], (212, 20186, 65), {"rows_end_le_start": 30, "rows_past_end": 29}),
+    ("charades", ["--annotations", D / "charades/charades.json.gz", "--format", "superevents", "--split", "testing"],
+     (1863, 16691, 157), {"rows_past_end": 5027}),
+    ("epic", ["--annotations", EPIC / "EPIC_100_validation.csv.gz", "--format", "epic", "--split", "validation",
+              "--label", "verb", "--video-info", EPIC / "EPIC_100_video_info.csv.gz"], (138, 9668, 97), {}),
+    ("epic_c2", ["--annotations", EPIC / "c2_validation.csv.gz", "--format", "epic_c2", "--split", "validation",
+                 "--video-info", EPIC / "c2_video_lengths.csv.gz", "--label", "noun"], (138, 9668, 300), {}),
+    ("anet_bsn", ["--annotations", D / "activitynet13/anet_anno_action_validation.json.gz", "--format", "anet_bsn",
+                  "--split", "validation", "--video-info", D / "activitynet13/video_info_new_validation.csv.gz",
+                  "--config", REPO / "configs/anet13_tsp.yaml"],
+     (4728, 7293, 200), {"rows_past_end": 71, "rows_end_le_start": 3}),
+    ("ego4d", ["--annotations", D / "ego4d/moments_synthetic.json", "--format", "ego4d", "--split", "validation",
+               "--config", REPO / "configs/ego4d_mq_slowfast.yaml"], (2, 3, 3), {"rows_past_end": 1}),
+]
+
+
+@pytest.mark.parametrize("name,args,expected,extra", CASES, ids=[c[0] for c in CASES])
+def test_stats_counts(tmp_path, name, args, expected, extra):
+    out = tmp_path / "stats.json"
+    p = _run("stats", *args, "--json", out)
+    assert p.returncode == 0, p.stderr
+    d = json.loads(out.read_text())
+    assert (d["videos"], d["instances"], d["classes"]) == expected
+    for k, v in extra.items():
+        assert d[k] == v, k
+    assert str(expected[1]) in p.stdout and "instances" in p.stdout
+    if "--config" in map(str, args):
+        assert isinstance(d["unassignable"], int) and d["segment_steps"]["max"] > 0
+        assert d["grid"]["max_seq_len"] > 0
+
+
+def test_stats_feature_steps_and_unassignable(tmp_path):
+    out = tmp_path / "s.json"
+    p = _run("stats", "--annotations", D / "thumos14/thumos14.json", "--format", "actionformer", "--split",
+             "Test", "--config", REPO / "configs/thumos14_i3d.yaml", "--json", out)
+    assert p.returncode == 0, p.stderr
+    d = json.loads(out.read_text())
+    # the 26 past-the-end rows of video_test_0000270 start after the video: empty once clipped
+    assert d["unassignable"] == 26
+    # segment length in steps = seconds * fps / feat_stride (fps 30 for most videos, stride 4)
+    assert d["segment_steps"]["median"] == pytest.approx(d["segment_s"]["median"] * 30 / 4, rel=0.05)
+    assert d["grid"]["feat_stride"] == 4.0 and d["grid"]["num_frames"] == 16.0
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--annotations", "/nonexistent/a.json", "--format", "actionformer"], "not found"),
+    (["--annotations", D / "thumos14/thumos14.json", "--format", "csv"], "unknown annotation format"),
+    (["--annotations", D / "thumos14/thumos14.json", "--format", "actionformer", "--split", "testing"],
+     "matches no video"),
+    (["--annotations", D / "ego4d/SOURCE.txt", "--format", "ego4d"], "not valid JSON"),
+    (["--annotations", D / "thumos14/thumos14.json", "--format", "actionformer", "--config", "/nope.yaml"],
+     "config file not found"),
+    (["--annotations", D / "thumos14/thumos14.json", "--format", "actionformer",
+      "--config", REPO / "configs/thumos14_i3d.yaml", "--override", "model.bogus=1"], "model.bogus"),
+])
+def test_stats_bad_input_exits_2(args, needle):
+    p = _run("stats", *args)
+    assert p.returncode == 2, (p.returncode, p.stderr)
+    assert needle in p.stderr and "Traceback" not in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1
+
+
+def test_no_command_exits_2():
+    p = _run("--annotations", "x")
+    assert p.returncode == 2 and "expected a command" in p.stderr
