@@ -46,8 +46,11 @@ class ClassMap:
             try:
                 lab = int(s)
             except ValueError:
-                raise ValueError(f"{where}: label {label!r} is not a class of {self.source} "
-                                 f"({len(self.id_to_name)} classes)") from None
+                try:
+                    lab = float(s)
+                except ValueError:
+                    raise ValueError(f"{where}: label {label!r} is not a class of "
+                                     f"{self.source} ({len(self.id_to_name)} classes)") from None
         if isinstance(lab, float):
             if not float(lab).is_integer():
                 raise ValueError(f"{where}: label {label!r} is not an integer class id")
@@ -153,8 +156,9 @@ def load_ground_truth(path, split=None, gt_format=None, video_info=None, label="
     video. A split that matches nothing is refused with the list of available splits.
     `gt_format` names a data-reader format (`asl_tf.data.annotations.FORMATS`); without it the
     layout is told from the file: `{"database": ...}` and the Ego4D per-clip layout are read
-    here, the official Ego4D `{"videos": [...]}` file and super-events `{video: {actions}}`
-    files go to the data readers.
+    here, the official Ego4D `{"videos": [...]}` file, super-events `{video: {actions}}` and
+    BSN-style ActivityNet `{video: {duration_second, annotations}}` files go to the data
+    readers.
     """
     path = str(path)
     if not os.path.exists(path):
@@ -170,6 +174,9 @@ def load_ground_truth(path, split=None, gt_format=None, video_info=None, label="
         elif isinstance(data, dict) and data and all(
                 isinstance(v, dict) and "actions" in v for v in data.values()):
             gt_format = "superevents"
+        elif isinstance(data, dict) and data and all(
+                isinstance(v, dict) and "duration_second" in v for v in data.values()):
+            gt_format = "anet_bsn"
     if gt_format is None:
         raise ValueError(f"{path}: cannot tell the ground-truth format; pass --gt-format "
                          "(actionformer, anet, anet_bsn, superevents, epic, epic_c2, ego4d)")

@@ -25,8 +25,7 @@ The matching is vectorised: all classes at once, one greedy round per prediction
 its (class, video) group, each round handling every group and every threshold together.
 """
 import dataclasses
-import math
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional
 
 import numpy as np
 from absl import logging
@@ -223,13 +222,21 @@ def interpolated_ap(prec, rec):
 # ----------------------------------------------------------------------------------------------
 # grouping helpers
 
+def _stable_int_argsort(x):
+    """Stable argsort of non-negative ints; 16-bit keys use numpy's O(n) radix sort."""
+    x = np.asarray(x)
+    if x.size and x.min() >= 0 and x.max() < 65536:
+        return np.argsort(x.astype(np.uint16), kind="stable")
+    return np.argsort(x, kind="stable")
+
+
 class _Matching:
     """Predictions and GT grouped by (class, video), with all (prediction, GT) pairs of a group.
 
     Attributes (predictions restricted to GT classes, in class-then-score order `q`):
       p_src [Q]: index into the input predictions; p_cls [Q]: class index; p_rank [Q]: rank
       within its (class, video) group; p_ngt [Q]: GT count of its group.
-      pair_q [R], pair_g [R], pair_iou [R]: pairs ordered by (rank, q, -iou).
+      pair_q [R], pair_g [R], pair_iou [R]: pairs ordered by (rank, q, GT file order).
       g_ngt [G]: GT count of each GT's group.
     """
 
@@ -263,8 +270,8 @@ class _Matching:
 
         # predictions of GT classes, sorted by class then descending score (stable)
         src = np.flatnonzero(known)
-        order = np.lexsort((-preds.scores[src], p_cls_all[src]))
-        src = src[order]
+        src = src[np.argsort(-preds.scores[src], kind="stable")]
+        src = src[_stable_int_argsort(p_cls_all[src])]
         self.p_src = src
         self.p_cls = p_cls_all[src]
         p_key = self.p_cls * n_vid + pv[src]
@@ -280,7 +287,9 @@ class _Matching:
         self.g_ngt[g_order] = np.repeat(g_count, g_count)
         # rank of each prediction within its group (score order is kept by the stable sort)
         q = len(src)
-        grp_order = np.argsort(p_key, kind="stable")
+        pv_src = pv[src]
+        by_vid = _stable_int_argsort(pv_src)
+        grp_order = by_vid[_stable_int_argsort(self.p_cls[by_vid])]  # (class, video, score)
         pk_sorted = p_key[grp_order]
         first = np.r_[True, pk_sorted[1:] != pk_sorted[:-1]] if q else np.zeros(0, bool)
         start_pos = np.maximum.accumulate(np.where(first, np.arange(q), 0)) if q else first
@@ -302,7 +311,7 @@ class _Matching:
         pair_iou = iou_fn(p_segs[pair_q], gt.segments[pair_g])
         # pairs are generated in prediction order, GTs in file order within a prediction;
         # a stable sort by rank keeps that order inside each rank block
-        srt = np.argsort(self.p_rank[pair_q], kind="stable")
+        srt = _stable_int_argsort(self.p_rank[pair_q])
         self.pair_q = pair_q[srt]
         self.pair_g = pair_g[srt]
         self.pair_iou = pair_iou[srt]
@@ -331,7 +340,7 @@ def _greedy_tp(m: _Matching, tious):
         nb = b1 - b0
         seg_first = np.r_[0, np.flatnonzero(np.diff(pq)) + 1]
         # the walk in descending tIoU takes the unlocked GT of highest tIoU >= thr
-        # (first in GT order on an exact tie)
+        # (first in GT order on an exact tie; the reference's tie order is unspecified)
         masked = np.where(cand, iou[None, :], -1.0)
         top = np.maximum.reduceat(masked, seg_first, axis=1)  # [T, n_preds_in_block]
         seg_of = np.cumsum(np.r_[0, np.diff(pq) != 0])
@@ -346,7 +355,7 @@ def _greedy_tp(m: _Matching, tious):
 
 
 def average_map(gt: GroundTruth, preds: Predictions, tiou_thresholds,
-                remove_duplicates=True, warn=True):
+                remove_duplicates=True, warn=True, _matching=None):
     """ActionFormer `ANETdetection` average mAP (see the module docstring).
 
     Returns a dict: `tiou_thresholds [T]`, `classes [C]` (GT label ids, sorted),
@@ -354,12 +363,8 @@ def average_map(gt: GroundTruth, preds: Predictions, tiou_thresholds,
     `n_pred_unknown_video`, `unknown_videos`, `n_pred_unknown_label`, `unknown_labels`.
     """
     tious = parse_tiou(tiou_thresholds)
-    if remove_duplicates:
-        gt = gt.dedup()
-    classes = np.unique(gt.labels)
-    if len(classes) == 0:
-        raise ValueError("no ground-truth instances to evaluate against")
-    m = _Matching(gt, preds, classes, segment_iou)
+    m = _matching or _prepare(gt, preds, remove_duplicates)
+    classes = m.classes
     tp = _greedy_tp(m, tious)
     ap = np.zeros((len(tious), len(classes)))
     if len(m.p_src):
@@ -392,6 +397,18 @@ def average_map(gt: GroundTruth, preds: Predictions, tiou_thresholds,
     }
 
 
+def _prepare(gt, preds, remove_duplicates):
+    """Duplicate removal + grouping/pairing shared by mAP and Recall@kx."""
+    if remove_duplicates:
+        gt = gt.dedup()
+    classes = np.unique(gt.labels)
+    if len(classes) == 0:
+        raise ValueError("no ground-truth instances to evaluate against")
+    m = _Matching(gt, preds, classes, segment_iou)
+    m.classes = classes
+    return m
+
+
 def _warn_unknowns(m):
     if m.n_pred_unknown_video:
         logging.warning("%d predictions are for %d videos absent from the ground truth "
@@ -404,16 +421,14 @@ def _warn_unknowns(m):
 
 
 def topkx_recall(gt: GroundTruth, preds: Predictions, tiou_thresholds, top_k=(1, 5),
-                 remove_duplicates=True):
+                 remove_duplicates=True, _matching=None):
     """ActionFormer Recall@kx (per class, then averaged over classes).
 
     Returns `recall_per_tiou_per_k_per_class [T][K][C]` and `mean_recall_per_tiou_per_k [T][K]`.
     """
     tious = parse_tiou(tiou_thresholds)
-    if remove_duplicates:
-        gt = gt.dedup()
-    classes = np.unique(gt.labels)
-    m = _Matching(gt, preds, classes, segment_iou)
+    m = _matching or _prepare(gt, preds, remove_duplicates)
+    classes = m.classes
     n_t, top_k = len(tious), tuple(int(k) for k in top_k)
     # smallest rank (within the group) of a prediction with tIoU >= thr, per GT
     big = np.iinfo(np.int64).max
@@ -491,8 +506,9 @@ def evaluate_detections(gt, preds, tiou_thresholds, top_k=(1, 5), ego4d=False, w
     preds.validate()
     if len(preds) == 0 and warn:
         logging.warning("no predictions: every AP is 0")
-    res = average_map(gt, preds, tiou_thresholds, warn=warn)
-    res.update(topkx_recall(gt, preds, tiou_thresholds, top_k))
+    m = _prepare(gt, preds, remove_duplicates=True)
+    res = average_map(gt, preds, tiou_thresholds, warn=warn, _matching=m)
+    res.update(topkx_recall(gt, preds, tiou_thresholds, top_k, _matching=m))
     if ego4d:
         res["ego4d_recall"] = ego4d_recall(gt, preds)
         res["recall_at_1x_tiou_0.5"] = res["ego4d_recall"]["recall_at_1x_tiou_0.5"]

@@ -167,9 +167,13 @@ def _hard_nms(segs, scores, iou_threshold, min_score, max_num):
     areas = (s[:, 1] - s[:, 0]) + np.float32(1e-6)
     alive = np.ones(order.size, bool)
     thr = np.float32(iou_threshold)
+    n_kept = 0
     for i in range(order.size):
         if not alive[i]:
             continue
+        n_kept += 1
+        if max_num > 0 and n_kept >= max_num:
+            break  # later rounds cannot change the first max_num kept segments
         rest = i + 1 + np.flatnonzero(alive[i + 1:])
         if rest.size == 0:
             break
@@ -209,6 +213,8 @@ def _soft_nms(segs, scores, sigma, min_score, max_num):
                 arr[i], arr[m] = arr[m], arr[i]
         out_inds.append(inds[i])
         out_scores.append(sc[i])
+        if max_num > 0 and len(out_inds) >= max_num:
+            break  # the output is capped; later rounds cannot change earlier selections
         lo = i + 1
         if lo < n:
             inter = np.maximum(np.float32(0), np.minimum(x2[i], x2[lo:n])
@@ -327,11 +333,14 @@ def postprocess(cls_logits, offsets, mask, points, level_lengths, test_cfg, fps,
       `{"segments": [M,2] float32 seconds, "scores": [M] float32, "labels": [M] int64}`.
     """
     cfg = _cfg(test_cfg)
+    method = str(cfg["nms_method"])
+    if method not in ("soft", "hard", "none"):
+        raise ValueError(f"test_cfg.nms_method must be soft, hard or none, got {method!r}")
     segs, scores, labels = decode(cls_logits, offsets, mask, points, level_lengths, cfg)
-    if str(cfg["nms_method"]) != "none":
+    if method != "none":
         segs, scores, labels = batched_nms(
             segs, scores, labels, cfg["iou_threshold"], cfg["min_score"], cfg["max_seg_num"],
-            use_soft_nms=(cfg["nms_method"] == "soft"), multiclass=bool(cfg["multiclass_nms"]),
+            use_soft_nms=(method == "soft"), multiclass=bool(cfg["multiclass_nms"]),
             sigma=cfg["nms_sigma"], voting_thresh=cfg["voting_thresh"])
     return {"segments": to_seconds(segs, fps, feat_stride, num_frames, duration),
             "scores": scores, "labels": labels}

@@ -21,8 +21,9 @@ How it works (all positions in feature steps = feature-grid units):
   overlapping segments (per class when `multiclass_nms`); a group whose segments all end at or
   before `c` can no longer change: NMS (`edge.postprocess.batched_nms`, the model's test
   config) runs on it and its detections are emitted. NMS of disjoint groups is independent,
-  so this equals NMS over the whole video, except for the video-level `max_seg_num` cap
-  (applied per group in a stream, and once more over the video in offline mode).
+  so this equals NMS over the whole video, except for the video-level `max_seg_num` cap: a
+  stream applies it to each batch of detections finalised together (a bound on bursts), offline
+  mode once more over the whole video.
 * **Bounded latency and memory.** A group whose oldest closed segment has waited `max_delay`
   steps past its end is flushed early: its closed members are NMS-ed and emitted, the open
   ones stay (the only approximation). The pool therefore holds only candidates of the last
@@ -145,7 +146,7 @@ class StreamingDetector:
         self.windows_run = 0
         self._next = 0             # start of the next window to run
         self._pool = _Pool()
-        self._tail = _Pool()       # last window's candidates past its ownership (for flush)
+        self._tail = None          # last window's outputs past its ownership (for flush)
         self.finished = False
 
     # --- input -------------------------------------------------------------------------
@@ -221,11 +222,9 @@ class StreamingDetector:
         lo = -np.inf if s == 0 else s + half
         hi = np.inf if final else s + self.hop + half
         own = pmask & (g >= lo) & (g < hi)
-        cands = self._decode(out, own, s)
-        self._tail = _Pool()
-        if not final:
-            self._tail = self._decode(out, pmask & (g >= hi), s)
-        self._pool.add(cands)
+        self._pool.add(self._decode(out, own, s))
+        # decoded only if this window turns out to be the last one (see flush)
+        self._tail = None if final else (out, pmask & (g >= hi), s)
         self._next = s + self.hop
         return self._finalise(cutoff=np.inf if final else float(self._next),
                               emitted_at=min(s + self.window, self.received))
@@ -233,9 +232,8 @@ class StreamingDetector:
     def _decode(self, out, mask, s):
         segs, scores, labels = pp.decode(out["cls_logits"], out["offsets"], mask, self._points,
                                          self.model.level_lengths, self.test_cfg)
-        segs = segs + np.float32(s)
-        lo = -np.inf if s == 0 else s
-        segs = np.clip(segs, lo, s + self.window).astype(np.float32)
+        segs = segs.astype(np.float64) + s  # float64: exact global positions in long streams
+        segs = np.clip(segs, -np.inf if s == 0 else s, s + self.window)
         keep = (segs[:, 1] - segs[:, 0]) > float(self.test_cfg["duration_thresh"])
         return _Pool(segs[keep], scores[keep], labels[keep])
 
@@ -260,9 +258,10 @@ class StreamingDetector:
                     break
         else:
             # The last window ends the video: its points past its ownership are its own.
-            self._pool.add(self._tail)
+            if self._tail is not None:
+                self._pool.add(self._decode(*self._tail))
             out += self._finalise(cutoff=np.inf, emitted_at=self.received)
-        self._tail = _Pool()
+        self._tail = None
         return out
 
     # --- cross-window merge ------------------------------------------------------------
@@ -287,12 +286,17 @@ class StreamingDetector:
             if not all_closed[g]:  # waited too long: emit what is closed, keep the rest
                 idx = idx[pool.segs[idx, 1] <= cutoff]
             emit[idx] = True
-            segs, scores, labels = run_nms(pool.segs[idx], pool.scores[idx], pool.labels[idx],
-                                           self.test_cfg)
-            dets += self._to_dets(segs, scores, labels, emitted_at)
+            # NMS is shift-invariant: run it near 0 so float32 keeps the precision
+            origin = np.floor(pool.segs[idx, 0].min())
+            segs, scores, labels = run_nms(pool.segs[idx] - origin, pool.scores[idx],
+                                           pool.labels[idx], self.test_cfg)
+            dets += self._to_dets(segs.astype(np.float64) + origin, scores, labels, emitted_at)
         if not dets and not emit.any():
             return []
         self._pool = pool.take(~emit)
+        cap = int(self.test_cfg["max_seg_num"])
+        if len(dets) > cap:  # the video-level cap, applied per emission in a stream
+            dets = sorted(dets, key=lambda d: -d["score"])[:cap]
         dets.sort(key=lambda d: d["segment_grid"][1])
         return dets
 
@@ -324,10 +328,10 @@ class StreamingDetector:
 
 
 class _Pool:
-    """Candidates: segs `[N,2]` (grid, global), scores `[N]`, labels `[N]`."""
+    """Candidates: segs `[N,2]` float64 (grid, global), scores `[N]`, labels `[N]`."""
 
     def __init__(self, segs=None, scores=None, labels=None):
-        self.segs = np.zeros((0, 2), np.float32) if segs is None else segs
+        self.segs = np.zeros((0, 2), np.float64) if segs is None else segs
         self.scores = np.zeros(0, np.float32) if scores is None else scores
         self.labels = np.zeros(0, np.int64) if labels is None else labels
 

@@ -8,6 +8,7 @@ For int8 the representative dataset yields dicts keyed by input name, built from
 calibration windows.
 """
 import collections
+import contextlib
 import os
 import tempfile
 
@@ -18,6 +19,28 @@ from absl import logging
 from export.saved_model import save_fixed_window
 
 
+#: LayerNorm epsilon floor in the int8 graph (TOOLCHAIN.md: LayerNorm over all-zero padded
+#: frames gives rsqrt(1e-5) = 316 and wrecks the int8 ranges; eps 1e-3 keeps them sane).
+INT8_LN_EPSILON = 1e-3
+
+
+@contextlib.contextmanager
+def int8_layernorm_epsilon(model, floor=INT8_LN_EPSILON):
+    """Temporarily raise the epsilon of every LayerNorm layer of `model` to `floor` (the float
+    model is restored on exit). Yields the number of layers changed."""
+    changed = []
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        eps = getattr(layer, "epsilon", None)
+        if "LayerNorm" in type(layer).__name__ and isinstance(eps, float) and eps < floor:
+            changed.append((layer, eps))
+            layer.epsilon = floor
+    try:
+        yield len(changed)
+    finally:
+        for layer, eps in changed:
+            layer.epsilon = eps
+
+
 def convert(model, window, quantize="none", representative=None):
     """Convert `model` at [1, window, C] to TFLite bytes.
 
@@ -26,7 +49,11 @@ def convert(model, window, quantize="none", representative=None):
     if quantize == "int8" and (representative is None or len(representative) == 0):
         raise ValueError("--quantize int8 needs calibration windows (--calibration)")
     with tempfile.TemporaryDirectory(prefix="asl-tflite-") as tmp:
-        sm = save_fixed_window(model, os.path.join(tmp, "sm"), window)
+        if quantize == "int8":
+            with int8_layernorm_epsilon(model):
+                sm = save_fixed_window(model, os.path.join(tmp, "sm"), window)
+        else:
+            sm = save_fixed_window(model, os.path.join(tmp, "sm"), window)
         conv = tf.lite.TFLiteConverter.from_saved_model(sm)
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
         if quantize == "fp16":

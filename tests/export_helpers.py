@@ -23,11 +23,12 @@ class StandInDetector(keras.Model):
 
     def __init__(self, input_dim=8, dim=16, num_classes=3, max_seq_len=32, class_names=None,
                  test_cfg=None,
-                 transposed_key_mask=False, **kwargs):
+                 transposed_key_mask=False, keras_gelu=False, **kwargs):
         super().__init__(**kwargs)
         self.input_dim, self.dim, self.num_classes = input_dim, dim, num_classes
         self.max_seq_len = max_seq_len
         self.transposed_key_mask = transposed_key_mask
+        self.keras_gelu = keras_gelu
         self.fpn_strides = [1, 2]
         self.max_div_factor = 4
         self.regression_range = [[0.0, 4.0], [4.0, 10000.0]]
@@ -77,7 +78,10 @@ class StandInDetector(keras.Model):
         att = ops.softmax(att, axis=-1) * mf                          # padded query rows -> 0
         x = x + self.proj(ops.matmul(att, v)) * mf
         h = self.fc1(self.ln2(x))
-        h = 0.5 * h * (1.0 + ops.erf(h * 0.70710678))                 # exact GELU, ONNX friendly
+        if self.keras_gelu:  # lowers to TF Erfc, which tf2onnx cannot convert (TOOLCHAIN.md)
+            h = keras.activations.gelu(h, approximate=False)
+        else:
+            h = 0.5 * h * (1.0 + ops.erf(h * 0.70710678))             # exact GELU, ONNX friendly
         return x + self.fc2(h) * mf
 
     def call(self, inputs, training=False):
@@ -102,6 +106,7 @@ class StandInDetector(keras.Model):
         return {"input_dim": self.input_dim, "dim": self.dim, "num_classes": self.num_classes,
                 "max_seq_len": self.max_seq_len, "class_names": self.class_names,
                 "test_cfg": self.test_cfg, "transposed_key_mask": self.transposed_key_mask,
+                "keras_gelu": self.keras_gelu,
                 "name": self.name}
 
 
@@ -115,6 +120,36 @@ def make_standin(seed=0, **kwargs):
     for w in model.weights:
         if "scale" not in w.path:
             w.assign(w.numpy() + 0.1 * rng.standard_normal(w.shape).astype("float32"))
+    return model
+
+
+TINY_MODEL = {
+    "input_dim": 16, "num_classes": 4, "max_seq_len": 64, "embd_dim": 16, "fpn_dim": 16,
+    "head_dim": 16, "n_head": 2, "backbone_arch": [2, 1, 2], "n_mha_win_size": 5,
+    "regression_range": [[0, 4], [4, 8], [8, 10000]],
+    "train_cfg": {"droppath": 0.0, "dropout": 0.0, "init_loss_norm": 100},
+    "test_cfg": {"pre_nms_thresh": 0.001, "pre_nms_topk": 200, "iou_threshold": 0.1,
+                 "min_score": 0.001, "max_seg_num": 30, "nms_method": "soft", "nms_sigma": 0.5,
+                 "duration_thresh": 0.05, "multiclass_nms": True, "voting_thresh": 0.75},
+    "class_names": ["run", "jump", "throw", "swim"],
+}
+
+
+def make_tiny_detector(seed=0):
+    """A tiny real `ASLDetector` (3 levels, strides 1/2/4, local window 5 -> max_div_factor 16,
+    max_seq_len 64) with perturbed weights and spread-out logits, like the reference goldens:
+    every parameter +0.1*N(0,1), the last cls conv kernel x3."""
+    from asl_tf.model.detector import build_detector
+    keras.utils.set_random_seed(seed)
+    model = build_detector(TINY_MODEL)
+    rng = np.random.default_rng(seed)
+    for w in model.weights:
+        if "loss_normalizer" in w.path:
+            continue
+        v = w.numpy() + 0.1 * rng.standard_normal(w.shape).astype("float32")
+        if "cls_head" in w.path and w.path.endswith("cls_head/kernel"):
+            v = 3.0 * v
+        w.assign(v)
     return model
 
 

@@ -87,3 +87,43 @@ def test_stats_bad_input_exits_2(args, needle):
 def test_no_command_exits_2():
     p = _run("--annotations", "x")
     assert p.returncode == 2 and "expected a command" in p.stderr
+
+
+def _check_setup(tmp_path, arrays):
+    import numpy as np
+    feats = tmp_path / "feats"
+    feats.mkdir()
+    for name, arr in arrays.items():
+        np.save(feats / f"{name}.npy", arr)
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(f"_base_: {REPO / 'configs/thumos14_i3d.yaml'}\n"
+                   f"dataset: {{json_file: {D / 'thumos14/thumos14.json'}, feat_folder: [{feats}], input_dim: 4}}\n")
+    return cfg
+
+
+def test_check_features(tmp_path):
+    import numpy as np
+    good = np.zeros((10, 4), np.float32)
+    cfg = _check_setup(tmp_path, {"video_test_0000004": good, "video_test_0000006": good, "stray": good})
+    out = tmp_path / "c.json"
+    p = _run("check", "--config", cfg, "--split", "test", "--json", out)
+    assert p.returncode == 0, p.stderr
+    d = json.loads(out.read_text())
+    assert (d["videos"], d["with_features"], d["missing_features"], d["features_without_annotation"]) == (212, 2, 210, 1)
+    p = _run("check", "--config", cfg, "--split", "test", "--strict")
+    assert p.returncode == 2 and "no features" in p.stderr and "Traceback" not in p.stderr
+
+
+@pytest.mark.parametrize("arr,needle", [
+    ("wide", "does not match dataset.input_dim = 4"),
+    ("nan", "NaN/inf"),
+    ("empty", "empty features"),
+])
+def test_check_bad_features_exit_2(tmp_path, arr, needle):
+    import numpy as np
+    bad = {"wide": np.zeros((5, 6), np.float32), "nan": np.full((5, 4), np.nan, np.float32),
+           "empty": np.zeros((0, 4), np.float32)}[arr]
+    cfg = _check_setup(tmp_path, {"video_test_0000004": bad})
+    p = _run("check", "--config", cfg, "--split", "test")
+    assert p.returncode == 2, p.stderr
+    assert needle in p.stderr and "video_test_0000004" in p.stderr and len(p.stderr.strip().splitlines()) == 1

@@ -1,11 +1,11 @@
 """asl_tf.evaluation against the ANETdetection / Ego4D goldens and the real THUMOS14 golden."""
-import importlib.util
 import json
 
 import numpy as np
 import pytest
 
-from conftest import FIXTURES, REPO
+import eval_loop_reference as ref
+from conftest import FIXTURES
 from asl_tf.eval_io import ClassMap, load_ground_truth, load_predictions
 from asl_tf.evaluation import (GroundTruth, Predictions, average_map, ego4d_recall,
                                evaluate_detections, parse_tiou, remove_duplicate_annotations,
@@ -15,13 +15,6 @@ EVAL = FIXTURES / "golden" / "eval"
 DATA = FIXTURES / "data"
 SETS = [("thumos_0.3:0.7:0.1", "0.3:0.7:5"), ("anet_0.5:0.95:0.05", "0.5:0.95:10"),
         ("ego4d_0.1:0.5:0.1", "0.1:0.5:5")]
-
-
-def _bench():
-    spec = importlib.util.spec_from_file_location("bench_eval_nms", REPO / "bench" / "eval_nms.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.fixture(scope="module")
@@ -98,18 +91,16 @@ def test_real_thumos14_golden():
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_vectorised_map_matches_per_prediction_loop(seed):
     """Random runs with duplicate/tiny GT, score ties, unknown videos and labels."""
-    bench = _bench()
-    gt_rows, pred_rows = bench.make_detection_run(6, 80, 7, seed=seed, duration=100.0,
-                                                  gt_per_video=4)
+    gt_rows, pred_rows = ref.random_run(6, 80, 7, seed=seed)
     # duplicate GT, tiny GT, ties, a prediction for an unknown video
     v, s, e, lab = gt_rows[0]
     gt_rows += [(v, s + 0.0005, e - 0.0004, lab), (v, 10.0, 10.0005, lab)]
     pred_rows = [(r[0], r[1], r[2], r[3], round(r[4], 1)) for r in pred_rows]
     pred_rows += [("unknown_video", 1.0, 5.0, 1, 0.9), (v, s, e, lab, 0.5)]
     tious = parse_tiou("0.1:0.7:7")
-    gt, preds = bench.rows_to_arrays(gt_rows, pred_rows)
+    gt, preds = ref.rows_to_arrays(gt_rows, pred_rows)
     for dedup in (True, False):
-        ap_loop = bench.loop_average_map(gt_rows, pred_rows, tious, dedup=dedup)
+        ap_loop = ref.loop_average_map(gt_rows, pred_rows, tious, dedup=dedup)
         res = average_map(gt, preds, tious, remove_duplicates=dedup, warn=False)
         np.testing.assert_allclose(res["ap_per_tiou_per_class"], ap_loop, atol=1e-12, rtol=0)
     assert res["n_pred_unknown_video"] == 1
@@ -220,3 +211,17 @@ def test_from_records_and_detections():
     # FP (video b, no GT) ranked first, then the TP: AP = 0.5
     assert res["ap_per_tiou_per_class"] == [[0.5]]
     assert ClassMap({1: "x"}).resolve("x", "w") == 1
+
+
+def test_asl_ego4d_map_variant_without_duplicate_removal(expected):
+    """ASL's Ego4D eval_detection keeps duplicate/tiny GT: remove_duplicates=False reproduces it,
+    and the ActionFormer default differs on this set."""
+    gt, classes = load_ground_truth(EVAL / "visible_gt_ego4d_format.json")
+    preds = load_predictions(EVAL / "visible_pred_ego4d_format.json", classes)
+    exp = expected["ego4d_asl_eval_detection_ANETdetection"]
+    res = average_map(gt, preds, "0.1:0.5:5", remove_duplicates=False, warn=False)
+    np.testing.assert_allclose(res["mAP_per_tiou"], exp["mAP_per_tiou"], atol=1e-9, rtol=0)
+    assert abs(res["average_mAP"] - exp["average_mAP"]) <= 1e-9
+    af = average_map(gt, preds, "0.1:0.5:5", warn=False)["average_mAP"]
+    assert abs(af - expected["actionformer_ANETdetection"]["ego4d_0.1:0.5:0.1"]["average_mAP"]) <= 1e-9
+    assert abs(af - exp["average_mAP"]) > 1e-4

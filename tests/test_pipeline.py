@@ -155,6 +155,8 @@ def test_eval_dataset_padding_and_meta(feature_dir):
     np.testing.assert_array_equal(x["feats"][0, :50], np.load(folder / "v0.npy"))
     assert meta["fps"][0] == 30.0 and meta["feat_stride"][0] == 4.0 and meta["num_frames"][0] == 16.0
     assert meta["duration"][0] == pytest.approx(recs[0].duration)
+    with pytest.raises(ValueError, match="video 'ghost'"):
+        P.make_eval_dataset(recs + [_rec("ghost", [[1, 2]], [0])], reader, cfg, max_div=16)
 
 
 def test_train_dataset_missing_features_and_empty_gt(feature_dir):
@@ -168,3 +170,17 @@ def test_train_dataset_missing_features_and_empty_gt(feature_dir):
     arrays = list(P.train_arrays([bad], reader, cfg, seed=0, epoch=0, max_gt=2))
     (f, m, s, l), = arrays
     assert np.all(l == -1) and m.sum() >= 18 and np.all(s == 0)
+
+
+def test_clip_to_features_anet_rule():
+    """ANet reference: drop GT starting past T + offset, keep if the inside ratio >= trunc_thresh."""
+    grid = P.VideoGrid(np.zeros((10, 3), np.float32), fps=1.0, feat_stride=1.0, num_frames=1.0)  # offset 0.5
+    g = np.array([[2, 4], [9, 13], [11, 12]], np.float64)
+    rec = _rec("a", g + 0.5, [0, 1, 2], duration=100.0, fps=1.0)  # seconds = grid + 0.5
+    segs, labels = P.clean_training_segments(rec, grid, 0.5, clip_to_features=True)
+    assert list(labels) == [0]  # (10.5 - 9) / 4 = 0.375 < 0.5
+    segs, labels = P.clean_training_segments(rec, grid, 0.3, clip_to_features=True)
+    assert list(labels) == [0, 1]
+    np.testing.assert_allclose(segs, [[2, 4], [9, 10.5]])
+    segs, labels = P.clean_training_segments(rec, grid, 0.3, clip_to_features=False)
+    assert list(labels) == [0, 1, 2]

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import FIXTURES, REPO
+from conftest import FIXTURES
 from edge.postprocess import (batched_nms, decode, make_points, postprocess, sigmoid,
                               to_seconds)
 
@@ -270,7 +270,10 @@ def test_postprocess_nms_none_returns_candidates():
 
 def test_edge_postprocess_imports_only_numpy_and_stdlib():
     import sys
-    tree = ast.parse((REPO / "edge" / "postprocess.py").read_text())
+    import inspect
+
+    import edge.postprocess
+    tree = ast.parse(inspect.getsource(edge.postprocess))
     mods = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -279,3 +282,25 @@ def test_edge_postprocess_imports_only_numpy_and_stdlib():
             mods.add((node.module or "").split(".")[0])
     stdlib = set(sys.stdlib_module_names)
     assert mods - stdlib == {"numpy"}, mods
+
+
+@pytest.mark.parametrize("soft", [True, False])
+@pytest.mark.parametrize("multiclass", [True, False])
+def test_max_seg_num_cap_equals_prefix_of_uncapped(soft, multiclass):
+    rng = np.random.default_rng(7)
+    segs, _ = _random_case(rng, 120)
+    scores = rng.random(120).astype(np.float32)
+    labels = rng.integers(0, 3, 120)
+    kw = dict(use_soft_nms=soft, multiclass=multiclass, sigma=0.5, voting_thresh=0.0)
+    full = batched_nms(segs, scores, labels, 0.2, 0.01, 10000, **kw)
+    assert len(full[1]) > 9
+    capped = batched_nms(segs, scores, labels, 0.2, 0.01, 9, **kw)
+    for a, b in zip(capped, full):
+        np.testing.assert_array_equal(a, b[:9])
+
+
+def test_postprocess_rejects_unknown_nms_method():
+    pts = make_points([4], [1], [[0, 100]])
+    with pytest.raises(ValueError, match="nms_method"):
+        postprocess(np.zeros((4, 2), np.float32), np.ones((4, 2), np.float32), np.ones(4, bool),
+                    pts, [4], {"nms_method": "linear"}, 10.0, 4, 8, 10.0)

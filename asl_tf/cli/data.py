@@ -5,11 +5,16 @@
                  [--class-file CSV] [--config YAML] [--override key=value ...]
                  [--default-fps F] [--feat-stride S] [--num-frames N]
 
-Prints videos, instances, classes, messy-row counts, duration / segment-length distributions in
+  asl-data check --config YAML [--split SPLIT] [--strict] [--json OUT.json]
+
+`stats` prints videos, instances, classes, messy-row counts, duration / segment-length distributions in
 seconds and feature steps, and how many instances no pyramid level can be assigned to under the
 config's regression ranges (`asl_tf.data.stats`). `--json` writes the same numbers (atomically).
 With `--config`, the grid (feat_stride, num_frames, default_fps), regression ranges and
 max_seq_len come from the config; the flags override them.
+`check` reads every feature file of the config's splits: a wrong width, NaN/inf, an empty or
+unreadable file is an error (exit 2, naming file and video); annotated videos without features
+and feature files without an annotation entry are counted (errors with --strict).
 """
 import json
 import os
@@ -21,7 +26,7 @@ from absl import flags
 from asl_tf.cli._common import UserError, run_app
 
 FLAGS = flags.FLAGS
-COMMANDS = ("stats",)
+COMMANDS = ("stats", "check")
 
 
 def define_flags():
@@ -40,6 +45,8 @@ def define_flags():
     flags.DEFINE_float("default_fps", None, "fps for every video (overrides the file's).")
     flags.DEFINE_float("feat_stride", None, "Frames between features.")
     flags.DEFINE_float("num_frames", None, "Frames per feature.")
+    flags.DEFINE_boolean("strict", False, "check: annotated videos without features, and feature "
+                         "files without an annotation entry, are errors (default: warnings).")
 
 
 def _write_json(path, obj):
@@ -96,6 +103,53 @@ def _stats():
     return 0
 
 
+def _check():
+    """Read every feature file of the config's split(s) and validate it against the annotations."""
+    import numpy as np
+    from asl_tf.config import load_config
+    from asl_tf.data.annotations import read_annotations
+    from asl_tf.data.features import FeatureReader, match_records
+
+    if not FLAGS.config:
+        raise UserError("check needs --config")
+    cfg = load_config(FLAGS.config, FLAGS.override)
+    ds = cfg.dataset
+    if FLAGS.split:
+        groups = [([FLAGS.split], ds.val_json_file if FLAGS.split in ds.val_split and ds.val_json_file
+                   else ds.json_file)]
+    else:
+        groups = [(ds.train_split, ds.json_file), (ds.val_split, ds.val_json_file or ds.json_file)]
+    records = []
+    for splits, path in groups:
+        ann = read_annotations(FLAGS.annotations or path, ds.format, split=splits,
+                               video_info=FLAGS.video_info or ds.video_info, label=ds.label,
+                               label_offset=ds.label_offset, default_fps=ds.default_fps,
+                               feat_stride=ds.feat_stride, num_frames=ds.num_frames,
+                               class_file=ds.class_file, num_classes=ds.num_classes)
+        records += ann.records
+    reader = FeatureReader.from_config(ds)
+    kept, missing = match_records(records, reader, require_all=FLAGS.strict,
+                                  features_only=FLAGS.strict)
+    lengths = []
+    for r in kept:
+        lengths.append(reader(r.video_id).shape[0])  # raises on width / NaN / empty / dtype
+    known = {r.video_id for r in records}
+    extra = sorted(reader.video_ids() - known)
+    out = {"config": FLAGS.config, "videos": len(records), "with_features": len(kept),
+           "missing_features": len(missing), "features_without_annotation": len(extra),
+           "feature_steps": {"min": int(np.min(lengths)), "max": int(np.max(lengths))} if lengths else None,
+           "input_dim": ds.input_dim}
+    for key in ("videos", "with_features", "missing_features", "features_without_annotation"):
+        print(f"  {key:<28} {out[key]}")
+    if missing:
+        print(f"  e.g. missing features: {missing[0]}")
+    if extra:
+        print(f"  e.g. features without annotation: {extra[0]}")
+    if FLAGS.json:
+        _write_json(FLAGS.json, out)
+    return 0
+
+
 def main(argv):
     args = argv[1:]
     if not args or args[0] not in COMMANDS:
@@ -103,7 +157,7 @@ def main(argv):
                         "FILE --format FORMAT --split SPLIT`)")
     if len(args) > 1:
         raise UserError(f"unexpected arguments: {' '.join(args[1:])}")
-    return _stats()
+    return _stats() if args[0] == "stats" else _check()
 
 
 def _dashes_to_underscores(argv):

@@ -385,7 +385,8 @@ def _read_superevents(path, b: _Builder, label_offset):
     return names, False
 
 
-def _read_class_csv(path, kind):
+def _read_class_csv(path):
+    """EPIC class CSV (`id,key,...`) -> names indexed by id."""
     names = {}
     for row in _read_csv(path, ["id", "key"]):
         i = _num(row["id"], path, None, "id")
@@ -587,9 +588,9 @@ def read_annotations(path, fmt, *, split: Union[str, Sequence[str], None] = None
             if label == "action":
                 if len(_as_list(class_file)) != 2:
                     raise ValueError("label='action' needs class_file=(verb_csv, noun_csv)")
-                cf = tuple(_read_class_csv(p, k) for p, k in zip(class_file, ("verb", "noun")))
+                cf = tuple(_read_class_csv(p) for p in class_file)
             else:
-                cf = _read_class_csv(class_file, label)
+                cf = _read_class_csv(class_file)
         names, by_name = _read_epic(path, b, label, video_info, cf, c2=(fmt == "epic_c2"))
     else:
         names, by_name = _read_ego4d(path, b)

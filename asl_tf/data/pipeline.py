@@ -28,8 +28,7 @@ Randomness is a function of (seed, epoch, position in the epoch): the epoch orde
 from __future__ import annotations
 
 import dataclasses
-import math
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 from absl import logging
@@ -124,12 +123,14 @@ def clean_training_segments(record, grid: VideoGrid, trunc_thresh: float, clip_t
     segs = np.clip(segs, 0.0, record.duration)
     keep = segs[:, 1] > segs[:, 0]
     segs, labels = segs[keep], labels[keep]
-    g = sec_to_grid(segs, grid.fps, grid.feat_stride, grid.num_frames).astype(np.float32)
+    # float32 in the reference's order: seg * fps / feat_stride - 0.5 * num_frames / feat_stride
+    g = (segs.astype(np.float32) * np.float32(grid.fps) / np.float32(grid.feat_stride)
+         - np.float32(grid.offset)).astype(np.float32)
     if clip_to_features and len(g):
         vid_len = grid.feats.shape[0] + grid.offset
         inside = g[:, 0] < vid_len
         ratio = (np.minimum(g[:, 1], vid_len) - g[:, 0]) / (g[:, 1] - g[:, 0])
-        keep = inside & (ratio >= trunc_thresh)
+        keep = inside & (ratio >= np.float32(trunc_thresh))
         g = np.stack([g[keep, 0], np.minimum(g[keep, 1], vid_len)], axis=1).astype(np.float32)
         labels = labels[keep]
     return g.reshape(-1, 2), labels
@@ -159,7 +160,7 @@ def truncate(feats, segments, labels, max_seq_len, trunc_thresh, offset, crop_ra
         inter = np.maximum(right - left, 0)
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = inter / area
-        keep = ratio >= trunc_thresh
+        keep = ratio >= np.float32(trunc_thresh)
         if keep.any():
             break
     segs = np.stack([left[keep], right[keep]], axis=1) - np.float32(st)
@@ -300,6 +301,11 @@ def make_eval_dataset(records, reader, dataset_cfg, *, max_div: int, prefetch: b
     import tensorflow as tf
 
     records = list(records)
+    available = reader.video_ids()
+    missing = [r.video_id for r in records if r.video_id not in available]
+    if missing:
+        raise ValueError(f"{len(missing)} evaluation videos have no features in {', '.join(reader.folders)} "
+                         f"(e.g. video '{missing[0]}'); filter them with features.match_records")
     c = reader.input_dim
     if c is None and records:
         c = reader(records[0].video_id).shape[1]

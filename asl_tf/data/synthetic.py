@@ -268,6 +268,7 @@ def generate_video(segments: np.ndarray, labels: np.ndarray, duration: float, fp
     rng = _video_rng(cfg.seed, video_id)
     t = feature_times(duration, fps, cfg.feat_stride, cfg.num_frames)
     T, C = t.shape[0], cfg.input_dim
+    rate = fps / cfg.feat_stride  # this video's actual feature steps per second
     sig = np.zeros((T, C), np.float64)
     env = {n: np.zeros(T) for n in ("key", "boundary", "weak", "distractor")}
 
@@ -282,7 +283,7 @@ def generate_video(segments: np.ndarray, labels: np.ndarray, duration: float, fp
         length = max(e - s, 1e-3)
         jit = rng.uniform(1 - cfg.strength_jitter, 1 + cfg.strength_jitter, size=3)
         g = protos.group(k)
-        inside = _inside(t, s, e, soft=0.25 / cfg.feature_rate)
+        inside = _inside(t, s, e, soft=0.25 / rate)
         # key sub-phases at class-specific relative positions, jittered per instance
         kw = max(cfg.key_fraction * length / (2.0 * cfg.num_key_phases), cfg.min_key_width)
         key_env = np.zeros(T)
@@ -319,7 +320,7 @@ def generate_video(segments: np.ndarray, labels: np.ndarray, duration: float, fp
     # distractors: action-like segments in the background, lengths from this video's instances
     distractors = []
     free = ~busy
-    n_dis = rng.poisson(cfg.distractor_rate * free.sum() / max(cfg.feature_rate, 1e-6) / 60.0)
+    n_dis = rng.poisson(cfg.distractor_rate * free.sum() / rate / 60.0)
     lens = segs[:, 1] - segs[:, 0]
     lens = lens[lens > 0] if (lens > 0).any() else np.array([3.0])
     num_classes = protos.key.shape[0]
@@ -338,7 +339,7 @@ def generate_video(segments: np.ndarray, labels: np.ndarray, duration: float, fp
                 break
 
     if cfg.blur > 0:
-        sd = cfg.blur * cfg.feature_rate  # in steps
+        sd = cfg.blur * rate  # in steps
         if sd > 0.3:
             r = int(np.ceil(3 * sd))
             ker = np.exp(-0.5 * (np.arange(-r, r + 1) / sd) ** 2)

@@ -133,21 +133,27 @@ class ASLDetector(keras.Model):
     def __init__(self, model_cfg, **kwargs):
         super().__init__(**kwargs)
         cfg = normalize_model_dict(model_cfg)
-        self._cfg = cfg
-        self.fpn_strides = list(cfg["_fpn_strides"])
-        self.mha_win_size = list(cfg["_mha_win_size"])
-        self.max_div_factor = int(cfg["_max_div_factor"])
-        self.max_seq_len = int(cfg["max_seq_len"])
-        self.num_classes = int(cfg["num_classes"])
-        self.input_dim = int(cfg["input_dim"])
-        self.regression_range = [list(r) for r in cfg["regression_range"]]
-        self.scale_factor = int(cfg["scale_factor"])
-        self.fpn_start_level = int(cfg["fpn_start_level"])
-        self.max_buffer_len = cfg["max_seq_len"] * cfg["max_buffer_len_factor"]
-        self.train_cfg = dict(cfg["train_cfg"])
-        self.test_cfg = dict(cfg["test_cfg"])
-        self.asl_cfg = dict(cfg["asl"])
-        self.class_names = cfg["class_names"]
+        # plain python attributes bypass Keras' attribute tracking (tracked dicts/lists hold a
+        # reference to the model, which makes copy.deepcopy of them copy the whole model)
+        plain = {
+            "_cfg": cfg,
+            "fpn_strides": list(cfg["_fpn_strides"]),
+            "mha_win_size": list(cfg["_mha_win_size"]),
+            "max_div_factor": int(cfg["_max_div_factor"]),
+            "max_seq_len": int(cfg["max_seq_len"]),
+            "num_classes": int(cfg["num_classes"]),
+            "input_dim": int(cfg["input_dim"]),
+            "regression_range": [list(r) for r in cfg["regression_range"]],
+            "scale_factor": int(cfg["scale_factor"]),
+            "fpn_start_level": int(cfg["fpn_start_level"]),
+            "max_buffer_len": cfg["max_seq_len"] * cfg["max_buffer_len_factor"],
+            "train_cfg": dict(cfg["train_cfg"]),
+            "test_cfg": dict(cfg["test_cfg"]),
+            "asl_cfg": dict(cfg["asl"]),
+            "class_names": cfg["class_names"],
+        }
+        for key, value in plain.items():
+            object.__setattr__(self, key, value)
         arch = cfg["backbone_arch"]
         tc = self.train_cfg
 
@@ -182,7 +188,15 @@ class ASLDetector(keras.Model):
 
     # === Hooks for the ASL training code ===
     def _build_asl(self):
-        """Attach the ASL branches (filled in by asl_tf.model.sensitivity's owner)."""
+        """Attach the ASL branches and the per-component loss trackers (before build).
+
+        `class_sensitivity` / `quality_branch` (or None) from `asl_cfg`, see
+        asl_tf.model.sensitivity; loss trackers from asl_tf.training.attach_metrics.
+        """
+        from asl_tf import training
+        from asl_tf.model import sensitivity
+        sensitivity.attach(self)
+        training.attach_metrics(self)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         from asl_tf import losses
@@ -281,7 +295,15 @@ class ASLDetector(keras.Model):
             "offsets": ops.cast(cat(lv["offsets"]), "float32"),
             "mask": ops.squeeze(cat(lv["fpn_masks"]), -1) > 0,
             "fpn_feats": cat(lv["fpn_feats"]),
+            **self._asl_outputs(lv),
         }
+
+    def _asl_outputs(self, lv):
+        """`{"quality": [B, sum T_l, 2]}` when the instance-level ASL branch is on, else {}."""
+        if getattr(self, "quality_branch", None) is None:
+            return {}
+        from asl_tf.model import sensitivity
+        return {"quality": sensitivity.quality_output(self, lv["fpn_feats"], lv["fpn_masks"])}
 
     # === Config ===
     def model_dict(self):
