@@ -315,9 +315,7 @@ class MaskedMHCA(keras.layers.Layer):
         for layer in (self.query_norm, self.key_norm, self.value_norm, self.query, self.key,
                       self.value, self.proj):
             layer.build(shape)
-        if self.use_rel_pe:
-            if not self.local:
-                raise ValueError("use_rel_pe needs local attention (n_mha_win_size > 1)")
+        if self.use_rel_pe and self.local:  # the reference's global attention has no rel PE
             self.rel_pe = self.add_weight(name="rel_pe", shape=(self.n_head, self.window_size),
                                           initializer="zeros")
         else:
