@@ -135,7 +135,7 @@ def _asl_cfg(model):
 
 def detector_loss(model, x, y, y_pred, training=False, num_pos_reduce=None,
                   return_components=False, num_replicas=1, assign_normalizer=None,
-                  asl_override=None):
+                  asl_override=None, replica=None):
     """The full training loss of `ASLDetector` (`compute_loss` delegates here).
 
     Args:
@@ -151,6 +151,7 @@ def detector_loss(model, x, y, y_pred, training=False, num_pos_reduce=None,
             (default: = training; the TF train step assigns it itself, replica-safe).
         asl_override: an `asl` section used instead of `model.asl_cfg` (e.g. all off for
             the reference-parity losses).
+        replica: cross-replica helpers for the ASCL keys (see `sensitivity.ascl_loss`).
         num_replicas: replicas in sync; the per-replica ASCL mean is divided by it so the
             summed replica losses equal the global-batch loss.
 
@@ -199,9 +200,11 @@ def detector_loss(model, x, y, y_pred, training=False, num_pos_reduce=None,
     if asl["contrastive"]:
         ascl = sens.ascl_loss(asl, y_pred["fpn_feats"], points, targets, pos, valid,
                               y["gt_labels"], extra.get("h_cls"), extra.get("h_reg"),
-                              cls_logits=cls_logits, gt_segments=ops.cast(y["gt_segments"], "float32"))
-        # a batch mean: under a strategy each replica holds 1/n of it (gradients are summed)
-        ascl = ascl / num_replicas
+                              cls_logits=cls_logits, gt_segments=ops.cast(y["gt_segments"], "float32"),
+                              replica=replica)
+        if replica is None:
+            # a batch mean: under a strategy each replica holds 1/n of it (gradients are summed)
+            ascl = ascl / num_replicas
         comps["ascl_loss"] = ascl
         final = final + asl["contrastive_weight"] * ascl
     if not return_components:

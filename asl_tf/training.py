@@ -138,12 +138,16 @@ def train_step(model, data):
     ctx = tf.distribute.get_replica_context()
     n_rep = ctx.num_replicas_in_sync if ctx is not None else 1
     reduce = (lambda v: ctx.all_reduce(tf.distribute.ReduceOp.SUM, v)) if n_rep > 1 else None
+    replica = None
+    if n_rep > 1:
+        replica = {"gather": lambda t: ctx.all_gather(t, axis=0), "sum": reduce,
+                   "index": ctx.replica_id_in_sync_group}
     opt = model.optimizer
     with tf.GradientTape() as tape:
         y_pred = model(x, training=True)
         comps = losses.detector_loss(model, x, y, y_pred, training=True, num_pos_reduce=reduce,
                                      return_components=True, num_replicas=n_rep,
-                                     assign_normalizer=False)
+                                     assign_normalizer=False, replica=replica)
         loss = comps["final_loss"]
         scaled = opt.scale_loss(loss) if hasattr(opt, "scale_loss") else loss
     tvars = model.trainable_variables
@@ -372,6 +376,19 @@ def make_strategy(name="default"):
     if name == "multi_worker":
         return tf.distribute.MultiWorkerMirroredStrategy()
     raise ValueError(f"--strategy: expected default|mirrored|multi_worker, got {name!r}")
+
+
+def distributable(dataset, strategy):
+    """Make a training dataset safe for Keras `fit` under a multi-replica strategy.
+
+    Keras (3.15) reduces the first distributed batch with MEAN to build the model symbolically,
+    which fails on the bool `mask`; under more than one replica the mask is sent as float32
+    (the detector casts it anyway). One replica: unchanged.
+    """
+    if strategy is None or strategy.num_replicas_in_sync == 1:
+        return dataset
+    import tensorflow as tf
+    return dataset.map(lambda x, y: ({**x, "mask": tf.cast(x["mask"], tf.float32)}, y))
 
 
 def set_precision(mixed):

@@ -6,7 +6,8 @@ Without --model_keras the detector is randomly initialised (no trained Ego4D che
 the model latency is that of the trained model; the end-to-end stream number then includes
 NMS over the many low-score candidates of an untrained model (an upper bound).
 
-    python bench/edge_ego4d.py [--config configs/ego4d_mq_edge.yaml] [--hop 192] [--threads 1]
+    python bench/edge_ego4d.py [--config configs/ego4d_mq_edge.yaml] [--quantize none|fp16|dynamic]
+        [--hop 192] [--threads 1]
 """
 import argparse
 import json
@@ -22,6 +23,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", default=os.path.join(REPO, "configs", "ego4d_mq_edge.yaml"))
     ap.add_argument("--model_keras", default=None, help="trained .keras (default: random init)")
+    ap.add_argument("--quantize", default="none", choices=["none", "fp16", "dynamic"])
     ap.add_argument("--hop", type=int, default=192)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--windows", type=int, default=20)
@@ -40,9 +42,10 @@ def main():
         from asl_tf.model.detector import build_detector
         model, trained = build_detector(cfg.model_dict()), False
     work = args.workdir or tempfile.mkdtemp(prefix="edge_ego4d_")
-    out = os.path.join(work, "ego4d_edge.tflite")
+    out = os.path.join(work, f"ego4d_edge_{args.quantize}.tflite")
     ds = cfg.dataset
-    export_model(model, "tflite", out, force=True, verify=False, video_meta={
+    export_model(model, "tflite", out, quantize=args.quantize, force=True, verify=False,
+                 video_meta={
         "feat_stride": ds.feat_stride, "num_frames": ds.num_frames, "fps": ds.default_fps})
     env = dict(os.environ, PYTHONPATH=REPO)
     res = subprocess.run([sys.executable, "-m", "edge.cli", "bench", "--model", out,
@@ -51,6 +54,7 @@ def main():
                          capture_output=True, text=True, env=env, check=True)
     rep = json.loads(res.stdout)
     rep.update({"config": os.path.relpath(args.config, REPO), "trained": trained,
+                "quantize": args.quantize,
                 "model_size_mb": os.path.getsize(out) / 1e6,
                 "params": int(model.count_params())})
     print(json.dumps(rep, indent=1))

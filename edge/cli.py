@@ -129,6 +129,11 @@ def cmd_run(args):
     video_id = args.video_id or os.path.splitext(os.path.basename(args.features))[0]
     meta = dict(fps=args.fps, feat_stride=args.feat_stride, num_frames=args.num_frames)
     if not args.stream:
+        bad = ~np.isfinite(feats).all(axis=1)
+        if bad.any():  # a file, not a live stream: refuse (--stream drops such chunks)
+            raise ValueError(f"{args.features}: {int(bad.sum())} feature steps contain NaN/inf "
+                             f"(first: step {int(np.flatnonzero(bad)[0])}); --stream drops "
+                             "such chunks with a warning instead")
         dets = detect_video(model, feats, hop=args.hop, duration=args.duration, **meta)
         doc = {"video_id": video_id, "detections": [_public(d) for d in dets]}
         if args.out == "-":

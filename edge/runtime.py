@@ -91,6 +91,14 @@ class _TFLiteBackend:
         self.outputs = {_clean_name(n): d for n, d in outs.items()}
         self._in_key = {_clean_name(n): n for n in ins}
         self._out_key = {_clean_name(n): n for n in outs}
+        # The signature runner resizes and re-allocates every tensor on each call (about as
+        # long as the model itself for a large window); when the signature is the primary
+        # subgraph, allocate once and drive the interpreter by tensor index instead.
+        # (The runner holds the interpreter's internals; drop it before allocating.)
+        self._direct = getattr(self.runner, "_subgraph_index", None) == 0
+        if self._direct:
+            self.runner = None
+            self.interp.allocate_tensors()
 
     def shape(self, kind, name):
         d = (self.inputs if kind == "in" else self.outputs)[name]
@@ -105,7 +113,14 @@ class _TFLiteBackend:
                 info = np.iinfo(d["dtype"])
                 value = np.clip(np.round(value / scale + zero), info.min, info.max)
             kwargs[self._in_key[name]] = value.astype(d["dtype"])
-        res = self.runner(**kwargs)
+        if self._direct:
+            for key, value in kwargs.items():
+                self.interp.set_tensor(self.inputs[_clean_name(key)]["index"], value)
+            self.interp.invoke()
+            res = {self._out_key[n]: self.interp.get_tensor(self.outputs[n]["index"])
+                   for n in OUTPUTS}
+        else:
+            res = self.runner(**kwargs)
         out = {}
         for name in OUTPUTS:
             d = self.outputs[name]

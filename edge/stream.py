@@ -21,9 +21,9 @@ How it works (all positions in feature steps = feature-grid units):
   overlapping segments (per class when `multiclass_nms`); a group whose segments all end at or
   before `c` can no longer change: NMS (`edge.postprocess.batched_nms`, the model's test
   config) runs on it and its detections are emitted. NMS of disjoint groups is independent,
-  so this equals NMS over the whole video, except for the video-level `max_seg_num` cap: a
-  stream applies it to each batch of detections finalised together (a bound on bursts), offline
-  mode once more over the whole video.
+  so this equals NMS over the whole video (all groups finalised together go through one NMS
+  call), except for the video-level `max_seg_num` cap: a stream applies it to each batch of
+  detections finalised together (a bound on bursts), offline mode once more over the video.
 * **Bounded latency and memory.** A group whose oldest closed segment has waited `max_delay`
   steps past its end is flushed early: its closed members are NMS-ed and emitted, the open
   ones stay (the only approximation). The pool therefore holds only candidates of the last
@@ -71,17 +71,24 @@ def run_nms(segs, scores, labels, test_cfg, max_seg_num=None):
 def _groups(segs, keys):
     """Connected groups of strictly overlapping segments with the same key.
 
-    segs `[N,2]`, keys `[N]` int -> `[N]` int group id."""
-    gid = np.empty(len(segs), np.int64)
+    segs `[N,2]`, keys `[N]` int -> `[N]` int group id (0..G-1). Vectorised sweep: sort by
+    (key, start); a group ends where a start reaches the running max of the ends, keys kept
+    apart by an offset larger than the span of all segments."""
+    n = len(segs)
+    if n == 0:
+        return np.zeros(0, np.int64)
+    segs = np.asarray(segs, np.float64)
+    keys = np.asarray(keys, np.int64)
     order = np.lexsort((segs[:, 0], keys))
-    cur, end, key = -1, -np.inf, None
-    for i in order:
-        if keys[i] != key or segs[i, 0] >= end:
-            cur += 1
-            key, end = keys[i], segs[i, 1]
-        else:
-            end = max(end, segs[i, 1])
-        gid[i] = cur
+    lo = segs.min()
+    span = segs.max() - lo + 1.0
+    off = (keys[order] - keys.min()) * span - lo
+    start = segs[order, 0] + off
+    run_end = np.maximum.accumulate(segs[order, 1] + off)
+    new = np.ones(n, bool)
+    new[1:] = start[1:] >= run_end[:-1]
+    gid = np.empty(n, np.int64)
+    gid[order] = np.cumsum(new) - 1
     return gid
 
 
@@ -271,32 +278,24 @@ class StreamingDetector:
             return []
         keys = pool.labels if self.multiclass else np.zeros(len(pool), np.int64)
         gid = _groups(pool.segs, keys)
-        order = np.argsort(gid, kind="stable")
-        starts = np.flatnonzero(np.r_[True, np.diff(gid[order]) != 0])
-        closed = pool.segs[order, 1] <= cutoff
-        stale = pool.segs[order, 1] <= cutoff - self.max_delay
-        all_closed = np.logical_and.reduceat(closed, starts)
-        any_stale = np.logical_or.reduceat(stale, starts)
-        emit = np.zeros(len(pool), bool)
-        dets = []
-        for g, lo in enumerate(starts):
-            if not (all_closed[g] or any_stale[g]):
-                continue
-            idx = order[lo:starts[g + 1] if g + 1 < len(starts) else len(order)]
-            if not all_closed[g]:  # waited too long: emit what is closed, keep the rest
-                idx = idx[pool.segs[idx, 1] <= cutoff]
-            emit[idx] = True
-            # NMS is shift-invariant: run it near 0 so float32 keeps the precision
-            origin = np.floor(pool.segs[idx, 0].min())
-            segs, scores, labels = run_nms(pool.segs[idx] - origin, pool.scores[idx],
-                                           pool.labels[idx], self.test_cfg)
-            dets += self._to_dets(segs.astype(np.float64) + origin, scores, labels, emitted_at)
-        if not dets and not emit.any():
+        n_groups = int(gid.max()) + 1
+        closed = pool.segs[:, 1] <= cutoff
+        stale = pool.segs[:, 1] <= cutoff - self.max_delay
+        all_closed = np.bincount(gid, weights=~closed, minlength=n_groups) == 0
+        any_stale = np.bincount(gid, weights=stale, minlength=n_groups) > 0
+        # whole groups that are closed; from a group that waited too long, its closed members
+        emit = all_closed[gid] | (any_stale[gid] & closed)
+        if not emit.any():
             return []
+        idx = np.flatnonzero(emit)
         self._pool = pool.take(~emit)
-        cap = int(self.test_cfg["max_seg_num"])
-        if len(dets) > cap:  # the video-level cap, applied per emission in a stream
-            dets = sorted(dets, key=lambda d: -d["score"])[:cap]
+        # One NMS call for all emitted groups: groups do not overlap, so NMS of their union is
+        # the union of their NMS (its max_seg_num cap then bounds this burst of detections).
+        # NMS is shift-invariant: run it near 0 so float32 keeps the precision.
+        origin = np.floor(pool.segs[idx, 0].min())
+        segs, scores, labels = run_nms(pool.segs[idx] - origin, pool.scores[idx],
+                                       pool.labels[idx], self.test_cfg)
+        dets = self._to_dets(segs.astype(np.float64) + origin, scores, labels, emitted_at)
         dets.sort(key=lambda d: d["segment_grid"][1])
         return dets
 
@@ -362,7 +361,9 @@ def detect_video(model, feats, hop=None, fps=None, feat_stride=None, num_frames=
                  duration=None, test_cfg=None, chunk=None):
     """Offline mode: the stream's windows with all data present.
 
-    feats `[T, C]`. Returns the detections (as `StreamingDetector`) sorted by descending score,
+    feats `[T, C]`, pushed `chunk` steps at a time (default: hop; a chunk with NaN/inf is
+    dropped with a warning, as in a stream). Returns the detections (as `StreamingDetector`)
+    sorted by descending score,
     capped at the test config's `max_seg_num` and clamped to `[0, duration]` seconds
     (default duration: `default_duration(T, ...)`).
     """
@@ -375,7 +376,7 @@ def detect_video(model, feats, hop=None, fps=None, feat_stride=None, num_frames=
         raise ValueError("features: the video has no feature steps (T = 0)")
     if duration is None:
         duration = default_duration(len(feats), det.fps, det.feat_stride, det.num_frames)
-    step = len(feats) if chunk is None else int(chunk)
+    step = det.hop if chunk is None else int(chunk)  # a NaN chunk drops `step` steps
     dets = []
     for i in range(0, len(feats), step):
         dets += det.push(feats[i:i + step])

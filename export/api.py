@@ -225,7 +225,7 @@ def export_model(model, fmt, out, *, quantize="none", seq_len=None, calibration=
             why = "; ".join((report.get("verification") or {}).get("failures", [])
                             + (report.get("detect_verification") or {}).get("failures", []))
             raise VerificationError(f"export refused ({fmt}, quantize={quantize}): {why}; "
-                                    "nothing was written")
+                                    "nothing was written", report)
         # === write: artifact, sidecar, report ===
         sidecar_dst = metadata.sidecar_path(final)
         if fmt == "saved_model":  # also inside the version folder, where TF Serving keeps extras

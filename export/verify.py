@@ -23,7 +23,12 @@ THUMOS_TIOUS = np.linspace(0.3, 0.7, 5)
 
 
 class VerificationError(ValueError):
-    """The export differs from the Keras model by more than its limit."""
+    """The export differs from the Keras model by more than its limit; `.report` holds the
+    measured numbers (the export report that was not written)."""
+
+    def __init__(self, message, report=None):
+        super().__init__(message)
+        self.report = report
 
 
 def keras_outputs(model, feats, mask, batch=4):

@@ -89,9 +89,12 @@ def test_bench(models, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out) == rep
 
 
-def test_cli_user_errors_one_line_exit_2(models, video, tmp_path, capsys):
+def test_cli_user_errors_one_line_exit_2(models, video, tmp_path, capsys, caplog):
     path, feats = video
     np.save(tmp_path / "wide.npy", np.zeros((100, 9), np.float32))
+    nan = feats.copy()
+    nan[[40, 41, 90]] = np.nan
+    np.save(tmp_path / "nan.npy", nan)
     junk = tmp_path / "junk.tflite"
     junk.write_bytes(b"\x00" * 64)
     cases = [
@@ -100,6 +103,8 @@ def test_cli_user_errors_one_line_exit_2(models, video, tmp_path, capsys):
         (["--model", models["tflite"], "--features", str(path), "--hop", "65"],
          "larger than the model's window"),
         (["--model", models["tflite"], "--features", str(tmp_path / "none.npy")], "not found"),
+        (["--model", models["tflite"], "--features", str(tmp_path / "nan.npy")],
+         "3 feature steps contain NaN/inf (first: step 40)"),
     ]
     for args, msg in cases:
         capsys.readouterr()
@@ -107,6 +112,12 @@ def test_cli_user_errors_one_line_exit_2(models, video, tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert err.startswith("asl-edge: error:") and msg in err and "\n" not in err, err
     assert not (tmp_path / "o.json").exists()  # nothing written half
+    # in stream mode the NaN chunks are dropped with a warning and the stream goes on
+    out = tmp_path / "nan.jsonl"
+    assert cli.main(["run", "--model", models["tflite"], "--features", str(tmp_path / "nan.npy"),
+                     "--out", str(out), "--stream", "--chunk", "10"]) == 0
+    assert "dropping a chunk of 10 steps at step 40" in caplog.text
+    assert len(out.read_text().splitlines()) > 10
 
 
 def test_runs_on_a_device_without_tensorflow(models, video, tmp_path):

@@ -8,6 +8,8 @@ from conftest import REPO
 from edge.runtime import EdgeModel
 from edge.stream import StreamingDetector, detect_video
 
+pytestmark = pytest.mark.slow  # exports two models (~30-75 s on 2 busy cores)
+
 SMALL = ["dataset.input_dim=32", "dataset.num_classes=7", "model.embd_dim=16",
          "model.fpn_dim=16", "model.head_dim=16"]
 

@@ -207,3 +207,39 @@ def test_cross_window_merge_equals_whole_pool_nms():
     np.testing.assert_allclose(merged[1][order], whole[1], rtol=1e-6)
     np.testing.assert_allclose(merged[0][order], whole[0])
     assert (merged[2][order] == whole[2]).all()
+
+
+class _ChainModel:
+    """A stand-in for EdgeModel (same attributes): every valid step predicts class 0 over
+    [t - 10, t + 10] with probability 0.5, so the candidates form one endless overlap chain."""
+
+    window, input_dim, num_classes = 64, 4, 2
+    fpn_strides, level_lengths = [1], [64]
+    regression_range = [[0.0, 10000.0]]
+    class_names = ["a", "b"]
+    fps, feat_stride, num_frames = 30.0, 4.0, 16.0
+    test_cfg = dict(em.TEST_CFG)
+
+    def run(self, feats, mask=None):
+        logits = np.full((64, 2), -20.0, np.float32)
+        logits[:, 0] = 0.0
+        return {"cls_logits": logits, "offsets": np.full((64, 2), 10.0, np.float32)}
+
+
+def test_an_endless_overlap_chain_is_cut_after_max_delay():
+    model = _ChainModel()
+    det = StreamingDetector(model, hop=32, max_delay=48)
+    lat, max_pending = [], 0
+    rng = np.random.default_rng(0)
+    for _ in range(100):  # 3200 steps, 99 windows
+        for d in det.push(rng.standard_normal((32, 4)).astype(np.float32)):
+            lat.append(d["latency_steps"])
+        max_pending = max(max_pending, det.pending)
+    assert len(lat) > 50  # emitted while streaming, not only at the end
+    assert max(lat) <= 64 + 48 + 32
+    assert max_pending <= 4 * 64
+    # without the cut, the chain would only end at flush
+    det = StreamingDetector(model, hop=32, max_delay=10 ** 9)
+    assert sum(len(det.push(np.zeros((32, 4), np.float32))) for _ in range(20)) == 0
+    assert det.pending > 500
+    assert len(det.flush()) > 0

@@ -182,10 +182,11 @@ def test_tflite_runs_in_edge_runtime_builtin_ops_only(work, exports, quantize):
     em = EdgeModel(rep["file"], num_threads=1)
     assert em.window == 64 and em.input_dim == 16 and em.num_classes == 4
     x = np.load(work["feats"] / "video_03.npy")[64:100]  # a padded window
-    out = em.run(x)
     feats = np.zeros((1, 64, 16), "float32")
     feats[0, :36] = x
-    ref = work["model"]({"feats": feats, "mask": np.arange(64)[None] < 36}, training=False)
+    mask = np.arange(64)[None] < 36
+    out = em.run(feats[0], mask[0])
+    ref = work["model"]({"feats": feats, "mask": mask}, training=False)
     tol = {"none": 1e-4, "fp16": 2e-2, "dynamic": 0.2, "int8": 2.0}[quantize]
     np.testing.assert_allclose(out["cls_logits"], np.asarray(ref["cls_logits"][0]), atol=tol)
     if quantize == "int8":
@@ -298,9 +299,10 @@ def test_verification_refuses_a_miscompiled_graph_and_writes_nothing(tmp_path):
     model = make_standin(transposed_key_mask=True)
     feats = write_feature_dir(tmp_path / "feats", 8, [20, 40])
     out = tmp_path / "out" / "m.tflite"
-    with pytest.raises(VerificationError, match="max abs diff"):
+    with pytest.raises(VerificationError, match="max abs diff") as err:
         api.export_model(model, "tflite", out, calibration=feats)
     assert sorted(os.listdir(tmp_path)) == ["feats"]
+    assert err.value.report["verification"]["max_diff"] > 1.0
 
 
 def test_onnx_export_fails_on_an_op_onnxruntime_rejects(tmp_path):
@@ -318,6 +320,30 @@ def test_cli_bad_input_exits_2_with_one_line(work, tmp_path):
     assert "error: --seq_len 50 is not a valid window" in err[-1]
     assert "Traceback" not in proc.stderr
     assert os.listdir(tmp_path) == []
+
+
+def test_calibration_from_a_config_reads_its_training_split(tmp_path):
+    from export import calibration as calib
+    ann = {"database": {
+        "v_train": {"subset": "validation", "duration": 10.0, "fps": 30.0, "annotations": []},
+        "v_other": {"subset": "test", "duration": 10.0, "fps": 30.0, "annotations": []}}}
+    (tmp_path / "ann.json").write_text(json.dumps(ann))
+    feats = tmp_path / "feats"
+    feats.mkdir()
+    rng = np.random.default_rng(0)
+    np.save(feats / "v_train.npy", rng.standard_normal((40, 8)).astype("float32"))
+    np.save(feats / "v_other.npy", rng.standard_normal((70, 8)).astype("float32"))
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(f"dataset:\n  format: actionformer\n  json_file: {tmp_path / 'ann.json'}\n"
+                   f"  feat_folder: [{feats}]\n  train_split: [validation]\n  val_split: [test]\n"
+                   "  input_dim: 8\n  num_classes: 3\n  max_seq_len: 32\n  feat_stride: 4\n"
+                   "  num_frames: 16\n  default_fps: 30\n")
+    w = calib.load_windows(cfg, 8, 32)
+    assert w.ids == ["v_train@0", "v_train@32"] and w.mask.sum() == 40
+    np.testing.assert_array_equal(w.feats[0], np.load(feats / "v_train.npy")[:32])
+    assert calib.video_meta_from_config(cfg) == {"feat_stride": 4, "num_frames": 16, "fps": 30}
+    with pytest.raises(ValueError, match="input_dim"):
+        calib.load_windows(cfg, 16, 32)
 
 
 def test_window_rule_and_sidecar_of_the_standin():

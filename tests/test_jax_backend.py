@@ -82,7 +82,7 @@ def test_jax_backend_matches_tensorflow(tmp_path):
     env = dict(os.environ, KERAS_BACKEND="jax", PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2",
                JAX_PLATFORMS="cpu")
     for i, (cfg, weights, inputs) in enumerate(cases):
-        paths = {n: str(tmp_path / f"{n}{i}") for n in ("cfg.json", "w.npz", "x.npz", "o.npz")}
+        paths = {n: str(tmp_path / f"{i}_{n}") for n in ("cfg.json", "w.npz", "x.npz", "o.npz")}
         with open(paths["cfg.json"], "w") as fh:
             json.dump(cfg, fh)
         np.savez(paths["w.npz"], **weights)

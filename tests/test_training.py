@@ -136,7 +136,7 @@ for name in ("default", "mirrored"):
         opt = training.build_optimizer(m, {"learning_rate": 1e-2, "weight_decay": 0.05},
                                        {"epochs": 2, "warmup_epochs": 1, "clip_grad_l2norm": 1.0}, 2)
         m.compile(optimizer=opt, run_eagerly=True)
-    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
+    ds = training.distributable(tf.data.Dataset.from_tensor_slices((x, y)).batch(4), strat)
     h = m.fit(ds, epochs=2, verbose=0)
     out[name] = {"replicas": strat.num_replicas_in_sync, "hist": h.history,
                  "w": [float(np.abs(v.numpy()).sum()) for v in m.trainable_variables],
@@ -157,6 +157,8 @@ def test_mirrored_two_cpus_matches_one_device():
     one, two = out["default"], out["mirrored"]
     assert one["replicas"] == 1 and two["replicas"] == 2
     for k in ("loss", "cls_loss", "reg_loss", "quality_loss", "ascl_loss", "grad_norm", "num_pos"):
-        np.testing.assert_allclose(two["hist"][k], one["hist"][k], rtol=2e-4, err_msg=k)
+        np.testing.assert_allclose(two["hist"][k], one["hist"][k], rtol=1e-5, err_msg=k)
     np.testing.assert_allclose(two["norm"], one["norm"], rtol=1e-6)
-    np.testing.assert_allclose(two["w"], one["w"], rtol=2e-4)
+    # per-variable sum |w|; atol for the attention key biases, whose gradient is analytically
+    # zero (float noise, which Adam turns into ~lr-sized steps either way)
+    np.testing.assert_allclose(two["w"], one["w"], rtol=1e-5, atol=1e-4)

@@ -150,6 +150,7 @@ def train(cfg, workdir, *, strategy="default", mixed_precision="off", xla=False,
     history = {}
 
     def fit(ds, first_epoch, n_steps, last_epoch):
+        ds = training.distributable(ds, strat)
         h = model.fit(ds, initial_epoch=first_epoch, epochs=last_epoch, steps_per_epoch=n_steps,
                       callbacks=cbs, verbose=verbose)
         for k, v in h.history.items():

@@ -249,7 +249,13 @@ def forward(model, feats, mask):
     {"cls_logits" [B,ΣT_l,K], "offsets" [B,ΣT_l,2], "mask" [B,ΣT_l] bool,
      "points" [ΣT_l,4] ([t, reg_lo, reg_hi, stride])}, numpy, levels finest first."""
     feats, mask = _check_inputs(model, feats, mask)
-    out = model({"feats": feats, "mask": mask}, training=False)
+    import keras
+
+    if keras.backend.backend() == "jax":
+        # one jitted function per input shape instead of op-by-op dispatch
+        out = model.predict_on_batch({"feats": feats, "mask": mask})
+    else:
+        out = model({"feats": feats, "mask": mask}, training=False)
     return {"cls_logits": np.asarray(out["cls_logits"], np.float32),
             "offsets": np.asarray(out["offsets"], np.float32),
             "mask": np.asarray(out["mask"]).astype(bool),

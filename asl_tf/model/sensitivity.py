@@ -282,7 +282,7 @@ def _topk_mean(feats, score, member, k):
 
 
 def ascl_loss(asl, fpn_feats, points, targets, pos, valid, gt_labels, h_cls=None, h_reg=None,
-              cls_logits=None, gt_segments=None):
+              cls_logits=None, gt_segments=None, replica=None):
     """Action Sensitive Contrastive Loss (see the module docstring for the exact sampling).
 
     Args:
@@ -291,6 +291,10 @@ def ascl_loss(asl, fpn_feats, points, targets, pos, valid, gt_labels, h_cls=None
         gt_labels: `[B, G]` int (-1 padding); h_cls / h_reg: `[B, P]` detached sensitivities
             (None: 1 everywhere); cls_logits `[B, P, K]` for hard background sampling;
             gt_segments `[B, G, 2]` for the outside-every-GT test.
+        replica: under a tf.distribute strategy, `{"gather": all-gather along axis 0 (with
+            gradient), "sum": all-reduce sum, "index": replica id}`; the keys then come from the
+            whole global batch and the result is this replica's share of the global mean
+            (the replica shares sum to the one-device loss).
     Returns: scalar loss.
     """
     feats = ops.cast(fpn_feats, "float32")
@@ -338,9 +342,18 @@ def ascl_loss(asl, fpn_feats, points, targets, pos, valid, gt_labels, h_cls=None
     all_lab = ops.concatenate([a_lab, ops.full((ops.shape(ops.reshape(bg_ok, (-1,)))[0],), -2, "int32")], 0)
     allf = allf / ops.maximum(ops.sqrt(ops.sum(ops.square(allf), -1, keepdims=True)), 1e-12)
     na = ops.shape(anchors)[0]
-    sim = ops.matmul(allf[:na], ops.transpose(allf)) / asl["temperature"]   # [Na, N]
+    queries = allf[:na]
+    offset = 0
+    if replica is not None:
+        # keys from every replica: the same positives / negatives as one device would see
+        n_local = ops.shape(allf)[0]
+        offset = ops.cast(replica["index"], "int32") * n_local
+        allf = replica["gather"](allf)
+        all_ok = ops.cast(replica["gather"](ops.cast(all_ok, "int32")), "bool")
+        all_lab = replica["gather"](all_lab)
+    sim = ops.matmul(queries, ops.transpose(allf)) / asl["temperature"]   # [Na, N]
     n_all = ops.shape(allf)[0]
-    not_self = ops.logical_not(ops.eye(na, n_all, dtype="bool"))
+    not_self = ops.arange(n_all, dtype="int32")[None, :] != (ops.arange(na, dtype="int32")[:, None] + offset)
     usable = ops.logical_and(not_self, all_ok[None, :])
     sim = ops.where(usable, sim, -1e9)
     log_den = ops.logsumexp(sim, axis=-1, keepdims=True)
@@ -351,7 +364,10 @@ def ascl_loss(asl, fpn_feats, points, targets, pos, valid, gt_labels, h_cls=None
     n_pos = ops.sum(posf, -1)
     per_anchor = -ops.sum(log_prob * posf, -1) / ops.maximum(n_pos, 1.0)
     has = ops.cast(n_pos > 0, "float32")
-    return ops.sum(per_anchor * has) / ops.maximum(ops.sum(has), 1.0)
+    count = ops.sum(has)
+    if replica is not None:
+        count = replica["sum"](count)
+    return ops.sum(per_anchor * has) / ops.maximum(count, 1.0)
 
 
 def attach(model):
