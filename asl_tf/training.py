@@ -332,7 +332,7 @@ class EvalCallback(keras.callbacks.Callback):
             return
         res = self.evaluate()
         logs["val_mAP"] = float(res["average_mAP"])
-        for t, m in zip(self.tious, res["mAP"]):
+        for t, m in zip(self.tious, res["mAP_per_tiou"]):
             logs[f"val_mAP@{t:.2f}"] = float(m)
         self.last = res
         logging.info("epoch %d: val average mAP %.4f", epoch + 1, logs["val_mAP"])
@@ -349,6 +349,12 @@ class _Null:
         return False
 
 
+def tensorboard_available():
+    """True when the `tensorboard` package (needed by keras.callbacks.TensorBoard) imports."""
+    import importlib.util
+    return importlib.util.find_spec("tensorboard") is not None
+
+
 def default_callbacks(workdir, eval_cb=None, backup_every_steps=50, tensorboard=True):
     """NaN stop first, then eval (adds val_mAP), best checkpoint, step backup, logs."""
     cbs = [NonFiniteLossStop(), StepBackup(os.path.join(workdir, "backup"), backup_every_steps)]
@@ -360,7 +366,7 @@ def default_callbacks(workdir, eval_cb=None, backup_every_steps=50, tensorboard=
     cbs.append(keras.callbacks.ModelCheckpoint(os.path.join(workdir, "last.weights.h5"),
                                                save_weights_only=True))
     cbs.append(keras.callbacks.CSVLogger(os.path.join(workdir, "log.csv"), append=True))
-    if tensorboard:
+    if tensorboard and tensorboard_available():
         cbs.append(keras.callbacks.TensorBoard(os.path.join(workdir, "tb"), update_freq="epoch"))
     return cbs
 

@@ -42,9 +42,16 @@ def _positive(kind):
     return parse
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the house rule for usage errors: one line on stderr, exit 2."""
+
+    def error(self, message):
+        self.exit(2, f"{PROG}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog=PROG, description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def common(p):
         p.add_argument("--model", required=True, help="exported .tflite or .onnx (with sidecar)")
@@ -63,9 +70,12 @@ def build_parser():
     run.add_argument("--chunk", type=_positive(int), default=1,
                      help="steps per push in --stream mode (default 1)")
     run.add_argument("--video-id", default=None, help="default: the features file's stem")
-    run.add_argument("--fps", type=_positive(float), default=None)
-    run.add_argument("--feat-stride", type=_positive(float), default=None)
-    run.add_argument("--num-frames", type=_positive(float), default=None)
+    run.add_argument("--fps", type=_positive(float), default=None,
+                     help="video frames per second (default: the sidecar's)")
+    run.add_argument("--feat-stride", type=_positive(float), default=None,
+                     help="video frames between feature steps (default: the sidecar's)")
+    run.add_argument("--num-frames", type=_positive(float), default=None,
+                     help="video frames per feature step (default: the sidecar's)")
     run.add_argument("--duration", type=_positive(float), default=None,
                      help="video duration in seconds (default: from T, fps, stride, frames)")
 

@@ -1,4 +1,5 @@
-"""Test helper: tiny detectors with the exported-model contract (INTERFACES §5), and synthetic videos.
+"""Test helper: tiny detectors with the exported-model contract (INTERFACES §5), and
+synthetic videos.
 
 TensorFlow side only: this module is imported by the test process that *builds* models; the edge
 code under test never imports it. The model is hand-constructed (no training) so that it detects
@@ -165,17 +166,46 @@ WINDOW = 64
 _CACHE = {}
 
 
+def as_detector(model, window=WINDOW, num_levels=3):
+    """Give the tiny Keras model the detector attributes `export.api.export_model` reads
+    (INTERFACES §2): strides, ranges, test config, class names, `level_lengths(T)`."""
+    meta = sidecar(window, num_levels=num_levels)
+    model.fpn_strides = list(meta["fpn_strides"])
+    model.regression_range = [list(r) for r in meta["regression_range"]]
+    model.max_seq_len = int(window)
+    model.max_div_factor = int(meta["max_div_factor"])
+    model.num_classes = int(meta["num_classes"])
+    model.input_dim = int(meta["input_dim"])
+    model.test_cfg = dict(meta["test_cfg"])
+    model.class_names = list(meta["class_names"])
+    model.level_lengths = lambda t: level_lengths(t, num_levels)
+    return model
+
+
+VIDEO_META = {"feat_stride": 4, "num_frames": 16, "fps": 30.0}
+
+
 def cached_models(tmp_path_factory, window=WINDOW):
-    """Build the tiny detector once per test session: {"keras", "tflite", "onnx", "dir"}."""
+    """Build the tiny detector once per test session and export it with the project's exporter
+    (`export.api.export_model`, TFLite and ONNX, sidecar included):
+    {"keras", "tflite", "onnx", "dir", "meta" (the sidecar)}."""
     if window not in _CACHE:
         d = tmp_path_factory.mktemp(f"edge_models_{window}")
-        model = build_keras_model()
-        meta = sidecar(window)
-        _CACHE[window] = {
-            "keras": model, "dir": d, "meta": meta,
-            "tflite": export_tflite(model, d / "tiny.tflite", window, meta=meta),
-            "onnx": export_onnx(model, d / "tiny.onnx", window, meta=meta),
-        }
+        model = as_detector(build_keras_model(), window)
+        paths = {}
+        try:
+            from export.api import export_model
+        except ImportError:  # the export area is missing: the same contract, converted here
+            export_model = None
+        for fmt, convert in (("tflite", export_tflite), ("onnx", export_onnx)):
+            out = d / f"tiny.{fmt}"
+            if export_model is not None:
+                export_model(model, fmt, out, seq_len=window, verify=False, video_meta=VIDEO_META)
+            else:
+                convert(model, out, window, meta=sidecar(window))
+            paths[fmt] = str(out)
+        meta = json.loads(pathlib.Path(paths["tflite"] + ".meta.json").read_text())
+        _CACHE[window] = {"keras": model, "dir": d, "meta": meta, **paths}
     return _CACHE[window]
 
 

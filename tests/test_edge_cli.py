@@ -112,6 +112,12 @@ def test_cli_user_errors_one_line_exit_2(models, video, tmp_path, capsys, caplog
         err = capsys.readouterr().err.strip()
         assert err.startswith("asl-edge: error:") and msg in err and "\n" not in err, err
     assert not (tmp_path / "o.json").exists()  # nothing written half
+    for argv in (["run", "--model", "m.tflite"], ["bench", "--model", "m", "--threads", "0"]):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exc:
+            cli.main(argv)
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and err.startswith("asl-edge: error:") and err.count("\n") == 1
     # in stream mode the NaN chunks are dropped with a warning and the stream goes on
     out = tmp_path / "nan.jsonl"
     assert cli.main(["run", "--model", models["tflite"], "--features", str(tmp_path / "nan.npy"),

@@ -1,7 +1,6 @@
 """The light edge package: edge/ imports nothing heavy, and edge/pyproject.toml builds a wheel
 that depends on numpy and ai-edge-litert only (onnxruntime as an extra)."""
 import ast
-import pathlib
 import shutil
 import subprocess
 import sys

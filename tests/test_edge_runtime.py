@@ -1,6 +1,7 @@
 """edge/runtime.py: TFLite / ONNX models read by name, sidecar checks, input validation."""
 import json
 import shutil
+import tempfile
 
 import numpy as np
 import pytest
@@ -104,13 +105,13 @@ def test_not_ours(models, fmt, tmp_path):
 def test_model_with_other_io_names(tmp_path):
     """A valid TFLite model whose inputs are not named feats/mask is refused by name."""
     import keras
+    import tensorflow as tf
 
     x = keras.Input((em.WINDOW, 8), name="x")
     y = keras.layers.Dense(3, name="y")(x)
     model = keras.Model(x, y)
-    import tensorflow as tf
     path = tmp_path / "foreign.tflite"
-    with __import__("tempfile").TemporaryDirectory() as d:
+    with tempfile.TemporaryDirectory() as d:
         model.export(d, format="tf_saved_model", verbose=False)
         path.write_bytes(tf.lite.TFLiteConverter.from_saved_model(d).convert())
     (tmp_path / "foreign.tflite.meta.json").write_text(json.dumps(em.sidecar(em.WINDOW)))

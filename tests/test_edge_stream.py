@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 import edge_models as em
-from edge import postprocess as pp
 from edge.runtime import EdgeModel
 from edge.stream import StreamingDetector, detect_video
 

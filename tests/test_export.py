@@ -307,7 +307,7 @@ def test_verification_refuses_a_miscompiled_graph_and_writes_nothing(tmp_path):
 
 def test_onnx_export_fails_on_an_op_onnxruntime_rejects(tmp_path):
     model = make_standin(keras_gelu=True)
-    with pytest.raises(ValueError, match="(?i)onnx|unsupported"):
+    with pytest.raises(ValueError, match="unsupported ops.*Erfc"):
         api.export_model(model, "onnx", tmp_path / "m.onnx")
     assert os.listdir(tmp_path) == []
 

@@ -37,6 +37,7 @@ def define_flags():
     flags.DEFINE_bool("force", False, "Restart a workdir that holds another config's run.")
     flags.DEFINE_integer("verbose", 1, "Keras fit verbosity (1 = progress bar).")
     flags.DEFINE_bool("deterministic", True, "tf.config.experimental.enable_op_determinism().")
+    flags.DEFINE_bool("run_eagerly", False, "Debug / tiny runs: no graph tracing.")
 
 
 def _diff(a, b, prefix=""):
@@ -88,7 +89,7 @@ def _records(cfg, splits):
 
 
 def train(cfg, workdir, *, strategy="default", mixed_precision="off", xla=False, force=False,
-          backup_every=100, verbose=1, deterministic=True, callbacks=()):
+          backup_every=100, verbose=1, deterministic=True, run_eagerly=False, callbacks=()):
     """Train `cfg` (ExperimentConfig) in `workdir`, resuming from its backup. Returns
     `(model, history dict)`; the model holds the raw (non-EMA) final weights."""
     import keras
@@ -116,7 +117,7 @@ def train(cfg, workdir, *, strategy="default", mixed_precision="off", xla=False,
         model = build_detector(cfg.model_dict())
         training.attach_metrics(model)
         opt = training.build_optimizer(model, dataclasses.asdict(cfg.opt), dataclasses.asdict(tc), steps)
-        model.compile(optimizer=opt, jit_compile=bool(xla))
+        model.compile(optimizer=opt, jit_compile=bool(xla), run_eagerly=bool(run_eagerly))
         opt.build(model.trainable_variables)
 
     backup = training.StepBackup(os.path.join(workdir, "backup"), backup_every)
@@ -142,9 +143,12 @@ def train(cfg, workdir, *, strategy="default", mixed_precision="off", xla=False,
             cbs += [eval_cb, keras.callbacks.ModelCheckpoint(
                 os.path.join(workdir, "best.weights.h5"), monitor="val_mAP", mode="max",
                 save_best_only=True, save_weights_only=True)]
-    cbs += [keras.callbacks.CSVLogger(os.path.join(workdir, "log.csv"), append=True),
-            keras.callbacks.TensorBoard(os.path.join(workdir, "tb"), update_freq="epoch",
-                                        write_graph=False)]
+    cbs.append(keras.callbacks.CSVLogger(os.path.join(workdir, "log.csv"), append=True))
+    if training.tensorboard_available():
+        cbs.append(keras.callbacks.TensorBoard(os.path.join(workdir, "tb"), update_freq="epoch",
+                                               write_graph=False))
+    else:
+        logging.warning("tensorboard is not installed: no TensorBoard logs (log.csv has them)")
     cbs += list(callbacks)
 
     history = {}
@@ -195,7 +199,8 @@ def main(argv):
     try:
         train(cfg, FLAGS.workdir, strategy=FLAGS.strategy, mixed_precision=FLAGS.mixed_precision,
               xla=FLAGS.xla, force=FLAGS.force, backup_every=FLAGS.backup_every,
-              verbose=FLAGS.verbose, deterministic=FLAGS.deterministic)
+              verbose=FLAGS.verbose, deterministic=FLAGS.deterministic,
+              run_eagerly=FLAGS.run_eagerly)
     except NonFiniteLossError as err:
         raise ValueError(str(err)) from None
     return 0

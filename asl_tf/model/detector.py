@@ -270,7 +270,7 @@ class ASLDetector(keras.Model):
                              f"input_dim {self.input_dim}")
         static_t = feats.shape[1]
         if static_t is not None:
-            self.check_length(static_t)
+            self.check_length(static_t, training=training is True and self._cfg["use_abs_pe"])
         dtype = self.compute_dtype
         x = ops.cast(feats, dtype)
         m = ops.expand_dims(ops.cast(mask, dtype), -1)
