@@ -48,7 +48,7 @@ def assign_labels(points, gt_segments, gt_labels, num_classes, center_sample="ra
     gt_segments = ops.cast(gt_segments, "float32")
     gt_labels = ops.cast(gt_labels, "int32")
     num_gt = ops.shape(gt_segments)[1]
-    if num_gt == 0:  # static G == 0: nothing to assign
+    if num_gt == 0 or ops.shape(gt_segments)[0] == 0:  # static G == 0 or B == 0: nothing to assign
         return _empty_targets(points, ops.shape(gt_segments)[0], num_classes)
 
     t = points[None, :, 0:1]            # [1, P, 1]

@@ -87,7 +87,10 @@ def build_optimizer(model, opt_cfg, train_cfg, steps_per_epoch, clip_in_optimize
     if str(opt_cfg.get("type", "AdamW")).lower() != "adamw":
         raise ValueError(f"opt.type: only AdamW is supported, got {opt_cfg.get('type')!r}")
     if clip_in_optimizer is None:
-        clip_in_optimizer = keras.backend.backend() != "tensorflow"
+        # the TF train step clips the all-reduced gradient itself, except under mixed_float16
+        # where the gradients it sees are loss-scaled: the (inner) optimizer clips after unscaling
+        clip_in_optimizer = (keras.backend.backend() != "tensorflow"
+                             or keras.mixed_precision.global_policy().name == "mixed_float16")
     clip = float(train_cfg.get("clip_grad_l2norm", 1.0) or -1)
     sched = lr_schedule(float(opt_cfg.get("learning_rate", 1e-4)), steps_per_epoch,
                         float(train_cfg.get("epochs", 30)), float(train_cfg.get("warmup_epochs", 5)),

@@ -9,6 +9,7 @@ optimizer), seeds 0..S-1 (`train_cfg.seed` = config seed + s: initialisation and
   +class     + class-level sensitivity (per-class Gaussians)
   +instance  + instance-level sensitivity (quality branch)
   full       + action sensitive contrastive loss (ASCL) = full ASL
+  full-sum   diagnostic, not run by default: full ASL with `asl.combine=sum` (h = w + q)
 
 Data: `asl_tf.data.synthetic` with configs/demo_synthetic.yaml (written once to
 <workdir>/data); model / training recipe: configs/demo.yaml (+ --override). Each run is
@@ -38,6 +39,8 @@ VARIANTS = {
     "+class": dict(class_level=True, instance_level=False, contrastive=False),
     "+instance": dict(class_level=True, instance_level=True, contrastive=False),
     "full": dict(class_level=True, instance_level=True, contrastive=True),
+    # diagnostic (not part of the paper's ablation): full ASL with h = w + q instead of w * q
+    "full-sum": dict(class_level=True, instance_level=True, contrastive=True, combine="sum"),
 }
 
 
@@ -47,7 +50,7 @@ def parse_args(argv=None):
     p.add_argument("--config", default=str(REPO / "configs" / "demo.yaml"))
     p.add_argument("--data_config", default=str(REPO / "configs" / "demo_synthetic.yaml"))
     p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--variants", default="baseline,+class,+instance,full")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--warmup_epochs", type=int, default=None)
     p.add_argument("--train_videos", type=int, default=None)
@@ -168,6 +171,24 @@ def run_one(args, ctx, variant, seed):
     return rec
 
 
+def _finished_runs(work):
+    out = []
+    for f in sorted((pathlib.Path(work) / "runs").glob("*_s*.json")):
+        try:
+            out.append(json.loads(f.read_text()))
+        except ValueError:
+            continue
+    return sorted(out, key=lambda r: (list(VARIANTS).index(r["variant"]) if r["variant"] in VARIANTS
+                                      else 99, r["seed"]))
+
+
+def _machine():
+    import platform
+
+    return {"cpu_count": os.cpu_count(), "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine()}
+
+
 def summarize(records, variants):
     table = {}
     for v in variants:
@@ -193,7 +214,8 @@ def plot(records, path):
     full = [r for r in records if r["variant"] == "full" and r.get("gaussians")]
     if not full:
         full = [r for r in records if r.get("gaussians")]
-    qual = [r for r in records if r.get("quality_profile")]
+    qual = [r for r in records if r.get("quality_profile") and r["variant"] in ("full", "full-sum")]
+    qual = qual or [r for r in records if r.get("quality_profile")]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     x = np.linspace(-1.0, 1.0, 201)
     for ax, part in zip(axes[:2], ("cls", ("start", "end"))):
@@ -209,17 +231,17 @@ def plot(records, path):
                      else "class-level g_start (-), g_end (--) per class")
         ax.set_ylim(0, 1.05)
     ax = axes[2]
-    bins = None
-    for r in qual:
-        q = r["quality_profile"]
-        bins = len(q["q_cls"])
+    for i, v in enumerate(dict.fromkeys(r["variant"] for r in qual)):
+        runs = [r["quality_profile"] for r in qual if r["variant"] == v]
+        bins = len(runs[0]["q_cls"])
         rel = (np.arange(bins) + 0.5) / bins
-        ax.plot(rel, q["q_cls"], "-", color=f"C{r['seed']}", alpha=0.8,
-                label=f"q_cls {r['variant']} s{r['seed']}")
-        ax.plot(rel, q["q_loc"], ":", color=f"C{r['seed']}", alpha=0.8)
+        ax.plot(rel, np.mean([q["q_cls"] for q in runs], 0), "-", color=f"C{i}",
+                label=f"q_cls, {v} ({len(runs)} seeds)")
+        ax.plot(rel, np.mean([q["q_loc"] for q in runs], 0), ":", color=f"C{i}",
+                label=f"q_loc, {v}")
     if qual:
         ax.plot(rel, qual[0]["quality_profile"]["key_envelope"], "k-", lw=2,
-                label="generator key evidence")
+                label="generator key-evidence envelope")
     ax.set_xlabel("relative position in instance (t - start) / length")
     ax.set_title("instance level: q_cls (-), q_loc (:) inside held-out GT")
     ax.set_ylim(0, 1.05)
@@ -246,16 +268,19 @@ def main(argv=None):
             records.append(rec)
             print(f"[ablation] {v} seed {seed}: average mAP {100 * rec['average_mAP']:.2f} "
                   f"({rec['wall_s']:.0f} s)", flush=True)
-            table = summarize(records, variants)
+            # the table covers every finished run in <workdir>/runs (earlier invocations too)
+            done = _finished_runs(ctx["workdir"])
+            table = summarize(done, [v for v in VARIANTS if any(r["variant"] == v for r in done)])
             result = {"command": "python bench/ablation.py " + " ".join(argv or sys.argv[1:]),
                       "variants": {k: VARIANTS[k] for k in variants}, "seeds": args.seeds,
                       "table": table, "elapsed_s": time.time() - t0,
-                      "complete": len(records) == args.seeds * len(variants)}
+                      "complete": len(records) == args.seeds * len(variants),
+                      "machine": _machine()}
             tmp = work / "ablation.json.tmp"
             tmp.write_text(json.dumps(result, indent=1))
             os.replace(tmp, work / "ablation.json")
             try:
-                plot(records, work / "sensitivity.png")
+                plot(done, work / "sensitivity.png")
             except Exception as err:  # noqa: BLE001 - the numbers matter more than the figure
                 print(f"[ablation] plot failed: {err}", file=sys.stderr)
     print(json.dumps(result["table"], indent=1))

@@ -24,6 +24,31 @@ from export.saved_model import save_fixed_window
 INT8_LN_EPSILON = 1e-3
 
 
+#: Additive attention-mask constants in the int8 graph. The model uses -1e4 (padded keys) and
+#: -1e30 (keys outside the local band): an ADD whose calibrated range reaches -1e30 leaves one
+#: int8 step for all real logits. -30 still gives a masked key exp(-30) ~ 1e-13 of the weight.
+INT8_MASK_VALUE = -30.0
+_MASK_CONSTANTS = ("_OUT_OF_RANGE", "_PAD_KEY")
+
+
+@contextlib.contextmanager
+def int8_mask_constants(value=INT8_MASK_VALUE):
+    """Temporarily set the attention-mask constants of `asl_tf.model.layers` (read when a
+    graph is traced) to `value`. Yields the names changed (none for other models)."""
+    try:
+        from asl_tf.model import layers as model_layers
+    except ImportError:  # pragma: no cover
+        model_layers = None
+    saved = {n: getattr(model_layers, n) for n in _MASK_CONSTANTS if hasattr(model_layers, n)}
+    try:
+        for n in saved:
+            setattr(model_layers, n, float(value))
+        yield sorted(saved)
+    finally:
+        for n, v in saved.items():
+            setattr(model_layers, n, v)
+
+
 @contextlib.contextmanager
 def int8_layernorm_epsilon(model, floor=INT8_LN_EPSILON):
     """Temporarily raise the epsilon of every LayerNorm layer of `model` to `floor` (the float
@@ -50,7 +75,7 @@ def convert(model, window, quantize="none", representative=None):
         raise ValueError("--quantize int8 needs calibration windows (--calibration)")
     with tempfile.TemporaryDirectory(prefix="asl-tflite-") as tmp:
         if quantize == "int8":
-            with int8_layernorm_epsilon(model):
+            with int8_layernorm_epsilon(model), int8_mask_constants():
                 sm = save_fixed_window(model, os.path.join(tmp, "sm"), window)
         else:
             sm = save_fixed_window(model, os.path.join(tmp, "sm"), window)

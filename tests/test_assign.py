@@ -79,3 +79,15 @@ def test_assigned_instance_geometry():
 def test_bad_center_sample():
     with pytest.raises(ValueError, match="center_sample"):
         assign_labels(_points(), *_batch(), 5, center_sample="bogus")
+
+
+def test_bad_gt_inputs_give_no_positives():
+    """GT outside the window, zero-length GT (after truncation) and an empty batch."""
+    points = _points()
+    segs = np.array([[[300.0, 400.0], [-50.0, -10.0], [20.0, 20.0]]], np.float32)
+    labels = np.array([[1, 2, 3]], np.int32)
+    t = assign_labels(points, segs, labels, 5)
+    assert not np.asarray(t["pos_mask"]).any()
+    assert np.isfinite(np.asarray(t["reg_targets"])).all()
+    t0 = assign_labels(points, np.zeros((0, 3, 2), np.float32), np.zeros((0, 3), np.int32), 5)
+    assert np.asarray(t0["cls_targets"]).shape == (0, len(points), 5)

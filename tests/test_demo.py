@@ -10,7 +10,7 @@ import pytest
 from conftest import REPO
 
 TINY = ["--train_videos", "4", "--test_videos", "2", "--epochs", "1", "--warmup_epochs", "0",
-        "--formats", "tflite", "--timeline_videos", "2",
+        "--formats", "tflite", "--timeline_videos", "2", "--run_eagerly", "--verify_windows", "2",
         "--data_override", "max_duration=90", "--data_override", "input_dim=16",
         "--override", "dataset.max_seq_len=256", "--override", "model.embd_dim=32",
         "--override", "model.fpn_dim=32", "--override", "model.head_dim=32",
@@ -56,6 +56,7 @@ def test_tiny_demo_end_to_end(tmp_path):
     (["--skip", "everything"], "--skip"),
     (["--formats", "pdf"], "--formats"),
     (["--config", "/nonexistent/demo.yaml"], "/nonexistent/demo.yaml"),
+    (["--override", "model.bogus=1"], "model.bogus"),
 ])
 def test_user_errors_exit_2(tmp_path, args, msg):
     res = _demo(["--workdir", str(tmp_path / "w"), *args], timeout=120)

@@ -96,15 +96,14 @@ def test_authors_mode_collapses(mode):
     import tensorflow as tf
     points, x, y, y_pred, _ = _gold()
     m = _with_class_level(points, mode)
-    opt = keras.optimizers.Adam(0.05)
+    opt = keras.optimizers.Adam(0.1)
     layer = m.class_sensitivity
     t = assign_labels(points, y["gt_segments"], y["gt_labels"], 5)
     t["num_gt"] = 8
     pos = np.asarray(t["pos_mask"]) & y_pred["mask"]
     asl = sens.asl_options({**ALL_OFF, "class_level": True, "class_mode": mode})
 
-    @tf.function
-    def step():
+    def step():  # eager: ~40 ms a step here, cheaper than a ~30 s trace
         with tf.GradientTape() as tape:
             loss = losses.detector_loss(m, x, y, y_pred)
         grads = tape.gradient(loss, layer.trainable_variables)
@@ -112,7 +111,7 @@ def test_authors_mode_collapses(mode):
         return loss
 
     first = float(step())
-    for _ in range(199):
+    for _ in range(99):
         last = float(step())
     w_cls, _, _ = sens.sensitivity_weights(m, asl, points, t, pos, y_pred["cls_logits"], y_pred["offsets"], y_pred, 1.0)
     mean_w = float(np.asarray(w_cls)[pos].mean())

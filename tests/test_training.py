@@ -162,3 +162,55 @@ def test_mirrored_two_cpus_matches_one_device():
     # per-variable sum |w|; atol for the attention key biases, whose gradient is analytically
     # zero (float noise, which Adam turns into ~lr-sized steps either way)
     np.testing.assert_allclose(two["w"], one["w"], rtol=1e-5, atol=1e-4)
+
+
+JAX_SCRIPT = r"""
+import os, sys, json
+os.environ["KERAS_BACKEND"] = "jax"
+sys.path.insert(0, sys.argv[1]); sys.path.insert(0, os.path.join(sys.argv[1], "tests"))
+import numpy as np, keras
+from test_losses import _gold, fake_model
+from training_toy import toy_batches, TOY_MODEL
+from asl_tf import losses, training
+from asl_tf.model.detector import ASLDetector
+points, x, y, y_pred, ref = _gold()
+m = fake_model(points, 100.0)
+out = losses.detector_loss(m, x, y, y_pred, training=True, return_components=True)
+res = {"backend": keras.backend.backend(), "gold": {k: float(out[k]) for k in ref["loss_values"]},
+       "norm": float(m.loss_normalizer.numpy())}
+
+class Detector(ASLDetector):   # Keras' own (stateless) train step -> compute_loss
+    def train_step(self, *args):
+        return keras.Model.train_step(self, *args)
+
+keras.utils.set_random_seed(0)
+cfg = json.loads(json.dumps(TOY_MODEL)); cfg["asl"] = {"class_level": True, "instance_level": True, "contrastive": True}
+d = Detector(cfg)
+d.compile(optimizer=training.build_optimizer(d, {"learning_rate": 1e-2}, {"epochs": 2, "warmup_epochs": 1}, 2))
+xb, yb = toy_batches(4)
+h = d.fit(xb, yb, batch_size=2, epochs=3, verbose=0, shuffle=False)
+res["fit_loss"] = h.history["loss"]
+res["fit_norm"] = float(d.loss_normalizer.numpy())
+print("JSON" + json.dumps(res))
+"""
+
+
+@pytest.mark.slow
+def test_jax_backend_losses_and_fit():
+    """keras.ops code runs on JAX: golden losses, and model.fit through compute_loss
+    (the normaliser update works inside Keras' stateless JAX step)."""
+    import json
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", KERAS_BACKEND="jax", CUDA_VISIBLE_DEVICES="")
+    res = subprocess.run([sys.executable, "-c", JAX_SCRIPT, str(REPO)], capture_output=True, text=True,
+                         timeout=600, env=env)
+    line = [l for l in res.stdout.splitlines() if l.startswith("JSON")]
+    assert line, res.stderr[-3000:]
+    out = json.loads(line[0][4:])
+    assert out["backend"] == "jax"
+    from test_losses import _gold
+    ref = _gold()[-1]
+    for k, v in ref["loss_values"].items():
+        np.testing.assert_allclose(out["gold"][k], v, rtol=1e-5, err_msg=k)
+    np.testing.assert_allclose(out["norm"], ref["loss_normalizer_after_this_forward"], rtol=1e-6)
+    assert all(np.isfinite(out["fit_loss"])) and out["fit_loss"][-1] < out["fit_loss"][0]
+    assert out["fit_norm"] != 10.0   # the EMA normaliser moved

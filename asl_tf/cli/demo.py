@@ -54,6 +54,9 @@ def define_flags():
     flags.DEFINE_list("formats", ["tflite", "onnx"], "Export formats run through the edge runtime.")
     flags.DEFINE_integer("timeline_videos", 4, "Held-out videos drawn in timeline.png.")
     flags.DEFINE_integer("threads", 2, "Threads for the edge runtime.")
+    flags.DEFINE_bool("run_eagerly", False, "Train eagerly (no graph tracing: faster for a few "
+                      "steps, slower for real runs).")
+    flags.DEFINE_integer("verify_windows", 4, "Windows the export verification runs on.")
     flags.DEFINE_list("skip", [], f"Steps to skip, of {','.join(STEPS[1:-1])}.")
 
 
@@ -189,7 +192,7 @@ def load_split(cfg, split):
                             num_classes=ds.num_classes).records
 
 
-def fit_experiment(cfg, workdir, verbose=1, callbacks=()):
+def fit_experiment(cfg, workdir, verbose=1, callbacks=(), run_eagerly=False):
     """Train `cfg` (an ExperimentConfig) on its training split with the project's pieces.
 
     The normal data path (read_annotations -> FeatureReader -> tf.data training pipeline),
@@ -219,7 +222,7 @@ def fit_experiment(cfg, workdir, verbose=1, callbacks=()):
         logging.warning("per-component loss metrics unavailable: %s", err)
     steps = steps_per_epoch(len(records), tc.batch_size)
     opt = build_optimizer(model, dataclasses.asdict(cfg.opt), dataclasses.asdict(tc), steps)
-    model.compile(optimizer=opt)
+    model.compile(optimizer=opt, run_eagerly=bool(run_eagerly))
     ds = make_train_dataset(records, reader, cfg.dataset, batch_size=tc.batch_size, seed=int(tc.seed))
     os.makedirs(workdir, exist_ok=True)
     cbs = [NonFiniteLossStop(), keras.callbacks.CSVLogger(os.path.join(workdir, "log.csv"))]
@@ -256,7 +259,8 @@ def step_train(ctx):
     train_dir = ctx["workdir"] / "train"
     if train_dir.exists():  # the demo always trains from scratch
         shutil.rmtree(train_dir)
-    model, info = fit_experiment(cfg, str(train_dir), verbose=ctx.get("verbose", 2))
+    model, info = fit_experiment(cfg, str(train_dir), verbose=ctx.get("verbose", 2),
+                                 run_eagerly=ctx.get("run_eagerly", False))
     ctx["model"] = model
     return info
 
@@ -351,7 +355,8 @@ def step_export(ctx):
     for fmt in ctx["formats"]:
         path = out_dir / f"model.{fmt}"
         rep = export_model(model, fmt, str(path), force=True, verify=True,
-                           calibration=ctx["data"]["feature_dir"], verify_windows=4,
+                           calibration=ctx["data"]["feature_dir"],
+                           verify_windows=ctx.get("verify_windows", 4),
                            video_meta={"feat_stride": dcfg.feat_stride,
                                        "num_frames": dcfg.num_frames, "fps": dcfg.default_fps},
                            threads=(1, 2), latency_runs=5)
@@ -597,12 +602,16 @@ def main(argv):
            "overrides": FLAGS.override, "data_overrides": FLAGS.data_override,
            "epochs": FLAGS.epochs, "warmup_epochs": FLAGS.warmup_epochs,
            "formats": list(FLAGS.formats), "threads": FLAGS.threads,
+           "run_eagerly": FLAGS.run_eagerly, "verify_windows": FLAGS.verify_windows,
            "argv": sys.argv[1:]}
     # user errors in the configs surface before any work starts (exit 2)
     ctx["data_cfg"] = data_config(FLAGS.data_config, FLAGS.data_override, FLAGS.train_videos,
                                   FLAGS.test_videos)
     if not os.path.isfile(FLAGS.config):
         raise FileNotFoundError(f"{FLAGS.config}: experiment config not found (--config)")
+    from asl_tf.config import load_config
+
+    load_config(FLAGS.config, overrides=list(FLAGS.override))  # bad keys / values: exit 2 now
 
     steps = [Step(n) for n in STEPS]
     by = {s.name: s for s in steps}

@@ -61,6 +61,11 @@ class _ConvHead(keras.layers.Layer):
         self.input_dim, self.feat_dim = int(input_dim), int(feat_dim)
         self.num_layers, self.kernel_size = int(num_layers), int(kernel_size)
         self.with_ln = bool(with_ln)
+        if self.num_layers < 1:
+            raise ValueError(f"head_num_layers must be >= 1, got {self.num_layers}")
+        if self.num_layers == 1 and self.input_dim != self.feat_dim:
+            raise ValueError(f"head_num_layers=1 needs head_dim == fpn_dim (the classifier "
+                             f"reads the neck features), got {self.feat_dim} and {self.input_dim}")
         self.head = [MaskedConv1D(self.feat_dim, self.kernel_size, use_bias=not self.with_ln,
                                   name=f"head_{i}") for i in range(self.num_layers - 1)]
         self.norm = [LayerNorm(name=f"norm_{i}") if self.with_ln else None

@@ -158,11 +158,21 @@ class MaskedConv1D(keras.layers.Layer):
 
     def call(self, x, mask=None):
         k, s = self.kernel_size, self.strides
+        cin = self.kernel.shape[1]
+        if x.shape[-1] is not None and int(x.shape[-1]) != int(cin):
+            # TF would silently run a grouped conv on a multiple of the channels
+            raise ValueError(f"{self.name}: expected {cin} input channels, got {x.shape[-1]}")
         kernel = ops.cast(self.kernel, x.dtype)
         if k == 1 and not self.depthwise:
             if s > 1:
                 x = x[:, ::s, :]
-            y = ops.matmul(x, kernel[0])
+            shape = ops.shape(x)
+            y = self.dense2d(ops.reshape(x, (-1, shape[-1])))
+            y = ops.reshape(y, (shape[0], shape[1], self.filters))
+            if mask is None:
+                return y, None
+            out_mask = downsample_mask(mask, s)
+            return y * out_mask, out_mask
         else:
             p = k // 2
             if p:
@@ -177,6 +187,17 @@ class MaskedConv1D(keras.layers.Layer):
             return y, None
         out_mask = downsample_mask(mask, s)
         return y * out_mask, out_mask
+
+    def dense2d(self, x):
+        """1x1 conv on flattened frames: x [N, Cin] -> [N, filters] (matmul + bias).
+
+        A 2-D MatMul + bias (+ an exact GELU right after it) is what TF's oneDNN remapper fuses
+        into one inner-product kernel; the 3-D batch matmul is not fused.
+        """
+        y = ops.matmul(x, ops.cast(self.kernel[0], x.dtype))
+        if self.bias is not None:
+            y = y + ops.cast(self.bias, y.dtype)
+        return y
 
     def torch_params(self, prefix):
         out = {prefix + "weight": (self.kernel, _t_dw, _f_dw) if self.depthwise
@@ -485,9 +506,11 @@ class TransformerBlock(keras.layers.Layer):
         if self.drop_path_attn is not None:
             out = self.drop_path_attn(out, training=training)
         out = skip * out_mask + out
-        h = self.mlp_fc1(self.ln2(out))[0]
-        h = self.mlp_drop1(gelu_exact(h), training=training)
-        h = self.mlp_drop2(self.mlp_fc2(h)[0], training=training) * out_mask
+        shape = ops.shape(out)
+        h = ops.reshape(self.ln2(out), (-1, self.n_embd))     # [B*T, C]: fusable matmuls
+        h = self.mlp_drop1(gelu_exact(self.mlp_fc1.dense2d(h)), training=training)
+        h = self.mlp_drop2(self.mlp_fc2.dense2d(h), training=training)
+        h = ops.reshape(h, shape) * out_mask
         if self.drop_path_mlp is not None:
             h = self.drop_path_mlp(h, training=training)
         return out + h, out_mask
