@@ -248,6 +248,19 @@ def test_refuses_asl_ego4d_variant(model, sd):
         assert name in str(err.value)
 
 
+def test_refuses_real_asl_ego4d_state_dict(model):
+    """Names and shapes of the ASL authors' Ego4D model's state dict (the asl/ golden)."""
+    from asl_tf.compat import actionformer as af
+
+    shapes = json.loads((FIXTURES / "compat" / "asl_ego4d_state_dict_shapes.json").read_text())
+    ego = {k: np.zeros(v, np.float32) for k, v in shapes.items()}
+    with pytest.raises(ValueError, match="Ego4D challenge variant") as err:
+        af.load_state_dict(model, ego)
+    msg = str(err.value)
+    for name in ("backbone.xlnet", "channel_attn", "mu_reg_left", "sigma"):
+        assert name in msg, name
+
+
 # ------------------------------------------------------------------ configs and bad inputs
 def test_actionformer_yaml_config(tmp_path):
     from asl_tf.compat import actionformer as af
@@ -286,6 +299,7 @@ def test_thumos_param_count(tmp_path):
     ({"regression_range": [[0, 4]]}, "1 ranges for 6 pyramid levels"),
     ({"input_dim": [32, 32]}, "multi-stream"),
     ({"fpn_dim": 16}, "fpn_dim == embd_dim"),
+    ({"head_num_layers": 1, "head_dim": 16}, "head_num_layers=1 needs head_dim == fpn_dim"),
 ])
 def test_bad_configs(cfg, change, match):
     from asl_tf.compat import actionformer as af

@@ -228,6 +228,11 @@ def test_conv_backbone_and_stride4_model_run():
     out = af.forward(conv, x, mask)
     assert out["cls_logits"].shape == (1, 64 + 32 + 16, 2)
     assert "backbone.stem.0.conv1.conv.weight" in af.torch_name_map(conv)
+    start1 = af.model_from_config(dict(base, fpn_start_level=1, fpn_type="fpn",
+                                       regression_range=base["regression_range"][:2]))
+    out = af.forward(start1, x, mask)
+    assert start1.fpn_strides == [2, 4] and out["cls_logits"].shape == (1, 32 + 16, 2)
+    np.testing.assert_array_equal(out["points"][:3, 0], [0, 2, 4])
     s4 = af.model_from_config(dict(base, scale_factor=4, n_mha_win_size=5))
     assert s4.fpn_strides == [1, 4, 16] and s4.max_div_factor == 64
     out = af.forward(s4, np.zeros((1, 64, 5), np.float32), np.ones((1, 64), bool))

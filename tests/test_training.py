@@ -214,3 +214,20 @@ def test_jax_backend_losses_and_fit():
     np.testing.assert_allclose(out["norm"], ref["loss_normalizer_after_this_forward"], rtol=1e-6)
     assert all(np.isfinite(out["fit_loss"])) and out["fit_loss"][-1] < out["fit_loss"][0]
     assert out["fit_norm"] != 10.0   # the EMA normaliser moved
+
+
+def test_mixed_bfloat16_step():
+    """The bf16 policy trains (losses in float32, variables float32) with ASL on."""
+    try:
+        assert training.set_precision("mixed_bfloat16") == "mixed_bfloat16"
+        model = toy_model(asl={"class_level": True, "instance_level": True, "contrastive": True})
+        _compiled(model)
+        x, y = toy_batches(2)
+        h = model.fit(_ds(x, y), epochs=2, verbose=0)
+        assert all(np.isfinite(h.history["loss"]))
+        assert model.trainable_variables[0].dtype == "float32"
+        assert "float32" in str(model(x)["cls_logits"].dtype)
+    finally:
+        training.set_precision("off")
+    with pytest.raises(ValueError, match="mixed_precision"):
+        training.set_precision("fp8")
