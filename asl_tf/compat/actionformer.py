@@ -22,7 +22,7 @@ from asl_tf.model.detector import (MODEL_DEFAULTS, TEST_DEFAULTS, TRAIN_DEFAULTS
 
 __all__ = ["model_from_config", "load_actionformer_config", "read_state_dict",
            "torch_name_map", "load_state_dict", "export_state_dict", "forward", "detect",
-           "pad_for_eval"]
+           "pad_for_eval", "training_losses", "gradients"]
 
 #: modules of the ASL authors' Ego4D challenge model that ActionFormer does not have
 _ASL_EGO4D_MARKERS = ("xlnet", "channel_attn", "backbone_m", "neck_m", "seg_conv",
@@ -316,3 +316,21 @@ def detect(model, videos):
 
 def is_detector(obj):
     return isinstance(obj, ASLDetector)
+
+
+# --------------------------------------------------------------------------------------------
+# training parity (implemented in asl_tf.compat.actionformer_train; re-exported here)
+def training_losses(model, feats, mask, gt_segments, gt_labels, loss_normalizer_init):
+    """ActionFormer losses of `model` on one batch; see asl_tf.compat.actionformer_train."""
+    from asl_tf.compat import actionformer_train
+
+    return actionformer_train.training_losses(model, feats, mask, gt_segments, gt_labels,
+                                              loss_normalizer_init)
+
+
+def gradients(model, feats, mask, gt_segments, gt_labels, loss_normalizer_init):
+    """{torch_name: d final_loss / d param} in the reference layout; see actionformer_train."""
+    from asl_tf.compat import actionformer_train
+
+    return actionformer_train.gradients(model, feats, mask, gt_segments, gt_labels,
+                                        loss_normalizer_init)
