@@ -47,8 +47,10 @@ def assign_labels(points, gt_segments, gt_labels, num_classes, center_sample="ra
     points = ops.convert_to_tensor(points, "float32")
     gt_segments = ops.cast(gt_segments, "float32")
     gt_labels = ops.cast(gt_labels, "int32")
-    num_gt = ops.shape(gt_segments)[1]
-    if num_gt == 0 or ops.shape(gt_segments)[0] == 0:  # static G == 0 or B == 0: nothing to assign
+    num_gt = gt_segments.shape[1]
+    if num_gt is None:
+        raise ValueError("gt_segments: the number of GT slots G must be static (pad to a fixed G)")
+    if num_gt == 0 or gt_segments.shape[0] == 0:  # static G == 0 or B == 0: nothing to assign
         return _empty_targets(points, ops.shape(gt_segments)[0], num_classes)
 
     t = points[None, :, 0:1]            # [1, P, 1]

@@ -9,7 +9,7 @@ optimizer), seeds 0..S-1 (`train_cfg.seed` = config seed + s: initialisation and
   +class     + class-level sensitivity (per-class Gaussians)
   +instance  + instance-level sensitivity (quality branch)
   full       + action sensitive contrastive loss (ASCL) = full ASL
-  full-sum   diagnostic, not run by default: full ASL with `asl.combine=sum` (h = w + q)
+  +instance-sum, full-sum   diagnostics, not run by default: `asl.combine=sum` (h = w + q)
 
 Data: `asl_tf.data.synthetic` with configs/demo_synthetic.yaml (written once to
 <workdir>/data); model / training recipe: configs/demo.yaml (+ --override). Each run is
@@ -39,7 +39,8 @@ VARIANTS = {
     "+class": dict(class_level=True, instance_level=False, contrastive=False),
     "+instance": dict(class_level=True, instance_level=True, contrastive=False),
     "full": dict(class_level=True, instance_level=True, contrastive=True),
-    # diagnostic (not part of the paper's ablation): full ASL with h = w + q instead of w * q
+    # diagnostics (not part of the paper's ablation): h = w + q instead of h = w * q
+    "+instance-sum": dict(class_level=True, instance_level=True, contrastive=False, combine="sum"),
     "full-sum": dict(class_level=True, instance_level=True, contrastive=True, combine="sum"),
 }
 

@@ -193,6 +193,8 @@ def export_model(model, fmt, out, *, quantize="none", seq_len=None, calibration=
             with open(art, "wb") as f:
                 f.write(blob)
             extra["ops"] = tflite.op_counts(art)
+            if quantize == "int8":
+                extra["int8_float_ops"] = list(tflite.INT8_FLOAT_OPS)
             runner = tflite.TFLiteRunner(art, threads=1)
             make_runner = lambda n: tflite.TFLiteRunner(art, threads=n)  # noqa: E731
             lat_threads = threads

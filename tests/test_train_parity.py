@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import FIXTURES
+from asl_tf.compat import actionformer as af
 from asl_tf.compat import actionformer_train as aft
 
 GOLD = FIXTURES / "golden" / "model"
@@ -31,6 +32,22 @@ def golden_model():
     return model
 
 
+def test_parity_ignores_the_models_asl_switches():
+    """The parity interface computes ActionFormer losses even for a model with ASL on."""
+    from asl_tf.model.detector import build_detector
+    cfg = json.loads((GOLD / "visible_config.json").read_text())["config_model (merged, as passed to make_meta_arch)"]
+    model = build_detector({**cfg, "asl": {"class_level": True, "instance_level": True, "contrastive": True}})
+    sd = np.load(GOLD / "visible_state_dict.npz")
+    for name, (var, _, from_torch) in aft.torch_variable_map(model).items():
+        var.assign(from_torch(sd[name]))
+    ref = json.loads((GOLD / "visible_losses.json").read_text())
+    out = af.training_losses(model, *_batch(), 100.0)
+    np.testing.assert_allclose(out["final_loss"], ref["loss_values"]["final_loss"], rtol=1e-5)
+    with pytest.raises(ValueError, match="gt_labels"):
+        feats, mask, segs, labels = _batch()
+        af.training_losses(model, feats, mask, segs, labels[:1], 100.0)
+
+
 def _batch():
     inp = np.load(GOLD / "visible_inputs.npz")
     feats = inp["batched_feats"].transpose(0, 2, 1)
@@ -43,7 +60,7 @@ def _batch():
 def test_training_losses_match_reference(golden_model):
     ref = json.loads((GOLD / "visible_losses.json").read_text())
     before = float(golden_model.loss_normalizer.numpy())
-    out = aft.training_losses(golden_model, *_batch(), 100.0)
+    out = af.training_losses(golden_model, *_batch(), 100.0)   # the acceptance interface
     for k, v in ref["loss_values"].items():
         np.testing.assert_allclose(out[k], v, rtol=1e-5, err_msg=k)
     np.testing.assert_allclose(out["loss_normalizer_after"], ref["loss_normalizer_after_this_forward"], rtol=1e-6)
@@ -52,7 +69,7 @@ def test_training_losses_match_reference(golden_model):
 
 def test_gradients_match_reference(golden_model):
     ref = np.load(GOLD / "visible_grads.npz")
-    got = aft.gradients(golden_model, *_batch(), 100.0)
+    got = af.gradients(golden_model, *_batch(), 100.0)
     assert set(got) == set(ref.files)
     largest = max(np.abs(ref[k]).max() for k in ref.files)
     worst = {}

@@ -47,12 +47,8 @@ def _inputs(feats, mask):
 
 def torch_variable_map(model):
     """`{torch_name: (variable, to_torch, from_torch)}` for the detector's parameters."""
-    if hasattr(model, "torch_params"):
-        return dict(model.torch_params())
-    out = {}
-    for part in ("backbone", "neck", "cls_head", "reg_head"):
-        out.update(getattr(model, part).torch_params())
-    return out
+    from asl_tf.compat.actionformer import torch_name_map
+    return torch_name_map(model)
 
 
 def _loss_fn(model, x, y, init):
