@@ -60,14 +60,8 @@ if precision != "float32":
     keras.mixed_precision.set_global_policy(precision)
 
 
-class Detector(ASLDetector):
-    """Keras' stateless JAX train step (-> compute_loss -> asl_tf.losses.detector_loss)."""
-    def train_step(self, *args):
-        return keras.Model.train_step(self, *args)
-
-
 keras.utils.set_random_seed(0)
-model = Detector(md)
+model = ASLDetector(md)   # on JAX: Keras' stateless train step -> compute_loss
 tc = {"epochs": 30, "warmup_epochs": 5, "clip_grad_l2norm": 1.0, "ema_decay": 0.999}
 model.compile(optimizer=training.build_optimizer(model, {"learning_rate": 1e-4, "weight_decay": 0.05},
                                                  tc, 100), jit_compile=True)

@@ -202,11 +202,12 @@ class ASLDetector(keras.Model):
         from asl_tf import losses
         return losses.detector_loss(self, x, y, y_pred, training=training)
 
-    def train_step(self, data):
+    def train_step(self, *args):
+        # TensorFlow calls train_step(data); JAX calls train_step(state, data).
         if keras.backend.backend() == "tensorflow":
             from asl_tf import training
-            return training.train_step(self, data)
-        return super().train_step(data)
+            return training.train_step(self, *args)
+        return super().train_step(*args)
 
     # === Build ===
     def build(self, input_shape=None):
