@@ -137,18 +137,31 @@ TINY_MODEL = {
 
 def make_tiny_detector(seed=0):
     """A tiny real `ASLDetector` (3 levels, strides 1/2/4, local window 5 -> max_div_factor 16,
-    max_seq_len 64) with perturbed weights and spread-out logits, like the reference goldens:
-    every parameter +0.1*N(0,1), the last cls conv kernel x3."""
+    max_seq_len 64) with seeded weights that do not depend on the model's initializers (so
+    the tests do not move when those change): kernels N(0, 1/fan_in), LayerNorm gamma 1+0.2N,
+    beta 0.1N, biases 0.05N, the cls bias -2+0.5N, the last cls kernel x2 (spread logits),
+    per-level scales U[0.5, 1.5)."""
     from asl_tf.model.detector import build_detector
     keras.utils.set_random_seed(seed)
     model = build_detector(TINY_MODEL)
     rng = np.random.default_rng(seed)
     for w in model.weights:
-        if "loss_normalizer" in w.path:
+        path, shape = w.path, tuple(w.shape)
+        n = rng.standard_normal(shape).astype("float32")
+        if "loss_normalizer" in path:
             continue
-        v = w.numpy() + 0.1 * rng.standard_normal(w.shape).astype("float32")
-        if "cls_head" in w.path and w.path.endswith("cls_head/kernel"):
-            v = 3.0 * v
+        if path.endswith("kernel"):
+            v = n / np.sqrt(max(1, int(np.prod(shape[:-1]))))
+            if path.endswith("cls_head/cls_head/kernel"):
+                v = 2.0 * v
+        elif path.endswith("gamma"):
+            v = 1.0 + 0.2 * n
+        elif path.endswith("cls_head/cls_head/bias"):
+            v = -2.0 + 0.5 * n
+        elif len(shape) == 0:
+            v = rng.uniform(0.5, 1.5, shape).astype("float32")
+        else:
+            v = 0.1 * n if path.endswith("beta") else 0.05 * n
         w.assign(v)
     return model
 
