@@ -248,7 +248,8 @@ def plot(records, path):
     ax.set_ylim(0, 1.05)
     if qual:
         ax.legend(fontsize=6)
-    fig.suptitle("Learned action sensitivity (colour = seed)", fontsize=10)
+    fig.suptitle("Learned action sensitivity: class-level Gaussians of the full-ASL runs (colour = seed); "
+                 "instance-level qualities (colour = variant, mean over seeds)", fontsize=10)
     fig.tight_layout()
     tmp = str(path) + ".tmp.png"
     fig.savefig(tmp, dpi=110)
