@@ -120,8 +120,10 @@ class MaskedConv1D(keras.layers.Layer):
     (TF 'same' would read [2i, 2i+1, 2i+2] instead of the reference's [2i-1, 2i, 2i+1]).
     `depthwise=True` is the reference's `groups=C` conv. Kernel 1 runs as a matmul.
 
-    call(x [B,T,Cin], mask [B,T,1] float or None) -> (y [B,T//s,filters], mask [B,T//s,1]).
-    With mask None the output is not masked (plain Conv1d).
+    call(x [B,T,Cin], mask [B,T,1] float or None, training) -> (y [B,T//s,filters],
+    mask [B,T//s,1]). With mask None the output is not masked (plain Conv1d). In training a
+    stride-1 kernel > 1 conv runs as shifted matmuls (`_shifted_matmul_conv`, faster gradients);
+    inference keeps the conv op (its forward is as fast, and exported graphs keep one Conv).
     torch names: `<prefix>weight`, `<prefix>bias` (prefix usually ends in "conv.").
     """
 
@@ -158,7 +160,7 @@ class MaskedConv1D(keras.layers.Layer):
         else:
             self.bias = None
 
-    def call(self, x, mask=None):
+    def call(self, x, mask=None, training=False):
         k, s = self.kernel_size, self.strides
         cin = self.kernel.shape[1]
         if x.shape[-1] is not None and int(x.shape[-1]) != int(cin):
@@ -175,7 +177,7 @@ class MaskedConv1D(keras.layers.Layer):
                 return y, None
             out_mask = downsample_mask(mask, s)
             return y * out_mask, out_mask
-        elif not self.depthwise and s == 1:
+        elif training and not self.depthwise and s == 1:
             y = self._shifted_matmul_conv(x, kernel)
         else:
             p = k // 2
