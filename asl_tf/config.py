@@ -165,6 +165,7 @@ class ASLConfig:
     instance_level: bool = True
     quality_loss_weight: float = 1.0
     combine: str = "product"                # product | sum
+    quality_normalize: bool = True          # q / its mean over each instance's positives
     contrastive: bool = True
     contrastive_weight: float = 0.1
     temperature: float = 0.07

@@ -1,13 +1,15 @@
-"""The training-only fast paths of the model layers give the numbers of the plain ops.
+"""The fast paths of the model layers give the numbers of the plain ops.
 
-`MaskedConv1D` runs a stride-1 kernel > 1 conv as shifted matmuls when `training=True`
-(asl_tf/model/layers.py, `_shifted_matmul_conv`) and as the conv op otherwise: outputs and
-gradients (input and kernel) must agree to float32 round-off, also at the sequence ends and
-with padding masks, for odd kernels 3 and 5 and a non-square channel count.
+`MaskedConv1D` runs a stride-1, kernel > 1 conv as shifted matmuls (asl_tf/model/layers.py,
+`_shifted_matmul_conv`, chosen for the speed of its gradients): its output and gradients (input,
+kernel, bias) must equal those of the conv op (`keras.ops.conv` on the zero-padded input, the
+reference's Conv1d) to float32 round-off, at the sequence ends and with a padding mask, for odd
+kernels 3 and 5 and non-square channel counts.
 """
 import numpy as np
 import pytest
 import tensorflow as tf
+from keras import ops
 
 from asl_tf.model.layers import MaskedConv1D
 
@@ -22,20 +24,23 @@ def test_shifted_matmul_conv_matches_conv(kernel_size, cin, cout):
     conv = MaskedConv1D(cout, kernel_size, name="c")
     conv.build((None, None, cin))
     w = tf.constant(rng.normal(size=(2, 13, cout)).astype(np.float32))
+    p = kernel_size // 2
+
+    def layer(x):
+        return conv(x, mask)[0]
+
+    def reference(x):
+        y = ops.conv(ops.pad(x, [[0, 0], [p, p], [0, 0]]), conv.kernel, padding="valid")
+        return (y + conv.bias) * mask
+
     results = []
-    for training in (False, True):
+    for fn in (reference, layer):
         with tf.GradientTape() as tape:
             tape.watch(x)
-            y, m = conv(x, mask, training=training)
+            y = fn(x)
             loss = tf.reduce_sum(y * w)
-        gx, gk, gb = tape.gradient(loss, [x, conv.kernel, conv.bias])
-        results.append([y.numpy(), gx.numpy(), gk.numpy(), gb.numpy(), m.numpy()])
-    for a, b in zip(*results):
-        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5 * max(1.0, float(np.abs(a).max())))
-    # the padded frames are zero and the first/last frames see zero padding, not wrap-around
-    assert np.all(results[1][0][1, 9:] == 0.0)
-    kern = conv.kernel.numpy()
-    p = kernel_size // 2
-    xp = np.pad(x.numpy(), [(0, 0), (p, p), (0, 0)])
-    ref0 = sum(xp[0, j] @ kern[j] for j in range(kernel_size)) + conv.bias.numpy()
-    np.testing.assert_allclose(results[1][0][0, 0], ref0, rtol=1e-5, atol=1e-5)
+        grads = tape.gradient(loss, [x, conv.kernel, conv.bias])
+        results.append([y.numpy()] + [g.numpy() for g in grads])
+    for ref, got in zip(*results):
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * float(np.abs(ref).max()))
+    assert np.all(results[1][0][1, 9:] == 0.0)  # padded frames are zero

@@ -144,12 +144,27 @@ def test_instance_level_quality_loss_and_combination():
     diou = np.asarray(losses.ctr_diou_loss_1d(np.where(pos[..., None], y_pred["offsets"], 1),
                                               np.where(pos[..., None], tr["gt_offsets"], 1)))
     valid = y_pred["mask"]
+    # per-instance normalised q (quality_normalize): loop over the positive points of each GT
+    qn = q.astype(np.float64).copy()
+    gi = t["gt_index"]
+    for b in range(pos.shape[0]):
+        for g in set(gi[b][pos[b]]):
+            sel = pos[b] & (gi[b] == g)
+            qn[b][sel] = qn[b][sel] / qn[b][sel].mean(0)
     for combine in ("product", "sum"):
-        m = fake_model(points, asl={**ALL_OFF, "instance_level": True, "combine": combine, "quality_loss_weight": 0.5})
+      for norm in (False, True):
+        m = fake_model(points, asl={**ALL_OFF, "instance_level": True, "combine": combine,
+                                    "quality_loss_weight": 0.5, "quality_normalize": norm})
         out = losses.detector_loss(m, x, y, yp, return_components=True)
         np.testing.assert_allclose(float(out["quality_loss"]), want_q, rtol=1e-5)
-        h_cls = np.where(pos, q[..., 0] if combine == "product" else 1 + q[..., 0], 1)
-        h_reg = np.where(pos, q[..., 1] if combine == "product" else 1 + q[..., 1], 1)
+        qq = qn if norm else q
+        h_cls = np.where(pos, qq[..., 0] if combine == "product" else 1 + qq[..., 0], 1)
+        h_reg = np.where(pos, qq[..., 1] if combine == "product" else 1 + qq[..., 1], 1)
+        if norm:  # mean 1 over every instance's positives
+            for b in range(pos.shape[0]):
+                for g in set(gi[b][pos[b]]):
+                    sel = pos[b] & (gi[b] == g)
+                    np.testing.assert_allclose(qn[b][sel].mean(0), 1.0, rtol=1e-9)
         np.testing.assert_allclose(float(out["cls_loss"]), (foc * h_cls * valid).sum() / n, rtol=1e-5)
         np.testing.assert_allclose(float(out["reg_loss"]), (diou * h_reg * pos).sum() / n, rtol=1e-5)
         np.testing.assert_allclose(float(out["final_loss"]),
