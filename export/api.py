@@ -30,10 +30,7 @@ def load_model(path):
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"--model {path}: no such file")
-    try:
-        import asl_tf.model.detector  # noqa: F401  (registers ASLDetector for deserialization)
-    except ImportError:  # pragma: no cover - the model area is always present in the package
-        pass
+    import asl_tf.model.detector  # noqa: F401  (registers ASLDetector for deserialization)
     try:
         model = keras.saving.load_model(path, compile=False)
     except Exception as err:  # keras raises ValueError/TypeError/zipfile errors for foreign files

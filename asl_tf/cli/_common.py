@@ -34,8 +34,25 @@ def guarded(main):
     return _main
 
 
+def dashes_to_underscores(argv):
+    """`--video-info X` -> `--video_info X`: absl flag names use underscores, the docs may not."""
+    out, done = [], False
+    for a in argv:
+        if a == "--":
+            done = True
+        elif not done and a.startswith("--") and len(a) > 2:
+            name, eq, value = a[2:].partition("=")
+            a = "--" + name.replace("-", "_") + eq + value
+        out.append(a)
+    return out
+
+
 def run_app(main, define_flags=None, argv=None):
-    """Define the app's flags once, then run it under absl with the user-error guard."""
+    """Define the app's flags once, then run it under absl with the user-error guard.
+
+    Flag names are accepted with `-` or `_` (`--seq-len` = `--seq_len`).
+    """
     if define_flags is not None:
         define_flags()
+    argv = dashes_to_underscores(list(sys.argv if argv is None else argv))
     app.run(guarded(main), argv=argv)

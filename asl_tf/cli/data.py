@@ -18,7 +18,6 @@ and feature files without an annotation entry are counted (errors with --strict)
 """
 import json
 import os
-import sys
 import tempfile
 
 from absl import flags
@@ -160,21 +159,11 @@ def main(argv):
     return _stats() if args[0] == "stats" else _check()
 
 
-def _dashes_to_underscores(argv):
-    """`--video-info X` -> `--video_info X` (absl flag names use underscores)."""
-    out = []
-    for a in argv:
-        if a.startswith("--") and len(a) > 2:
-            name, eq, value = a[2:].partition("=")
-            a = "--" + name.replace("-", "_") + eq + value
-        out.append(a)
-    return out
 
 
 def run(argv=None):
     """Console-script entry point (`asl-data`); flags accept `-` or `_` in their names."""
-    argv = list(sys.argv if argv is None else argv)
-    run_app(main, define_flags, argv=_dashes_to_underscores(argv))
+    run_app(main, define_flags, argv=argv)
 
 
 if __name__ == "__main__":

@@ -201,8 +201,9 @@ def fit_experiment(cfg, workdir, verbose=1, callbacks=(), run_eagerly=False):
     Afterwards the EMA weights are copied into the model (ActionFormer evaluates the EMA).
     Returns (model, info dict).
     """
-    build_optimizer, attach_metrics, NonFiniteLossStop = _need(
-        "asl_tf.training", "build_optimizer", "attach_metrics", "NonFiniteLossStop")
+    build_optimizer, attach_metrics, NonFiniteLossStop, use_ema_weights = _need(
+        "asl_tf.training", "build_optimizer", "attach_metrics", "NonFiniteLossStop",
+        "use_ema_weights")
     build_detector = _need("asl_tf.model.detector", "build_detector")
     make_train_dataset, steps_per_epoch = _need("asl_tf.data.pipeline", "make_train_dataset",
                                                 "steps_per_epoch")
@@ -243,15 +244,6 @@ def fit_experiment(cfg, workdir, verbose=1, callbacks=(), run_eagerly=False):
     return model, info
 
 
-def use_ema_weights(model):
-    """Copy the optimizer's EMA of the trainable weights into the model (permanently)."""
-    opt = getattr(model, "optimizer", None)
-    ema = getattr(opt, "_model_variables_moving_average", None) if opt is not None else None
-    if opt is None or not getattr(opt, "use_ema", False) or not ema:
-        return False
-    for v, e in zip(model.trainable_variables, ema):
-        v.assign(e)
-    return True
 
 
 def step_train(ctx):

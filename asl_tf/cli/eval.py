@@ -11,7 +11,6 @@ The printed table shows percent; the JSON holds fractions in [0, 1].
 """
 import json
 import os
-import sys
 import tempfile
 
 import numpy as np
@@ -139,23 +138,11 @@ def main(argv):
     return 0
 
 
-def _dashes_to_underscores(argv):
-    """`--gt-format X` -> `--gt_format X` (absl flag names use underscores)."""
-    out, done = [], False
-    for a in argv:
-        if a == "--":
-            done = True
-        elif not done and a.startswith("--") and len(a) > 2:
-            name, eq, value = a[2:].partition("=")
-            a = "--" + name.replace("-", "_") + eq + value
-        out.append(a)
-    return out
 
 
 def run(argv=None):
     """Console-script entry point (`asl-eval`); flags accept `-` or `_` in their names."""
-    argv = list(sys.argv if argv is None else argv)
-    run_app(main, define_flags, argv=_dashes_to_underscores(argv))
+    run_app(main, define_flags, argv=argv)
 
 
 if __name__ == "__main__":

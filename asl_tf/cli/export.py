@@ -10,7 +10,6 @@ difference of logits/offsets and the average-mAP delta are printed as a table an
 1.0 mAP point lower) nothing is written and the command exits 2. `--seq-len` is accepted as
 a spelling of `--seq_len` (likewise for the other flags).
 """
-import sys
 
 from absl import flags
 
@@ -61,19 +60,9 @@ def main(argv):
     return 0
 
 
-def _normalize_argv(argv):
-    """`--seq-len 64` -> `--seq_len 64` (the issue's spelling), for our own flags only."""
-    out = []
-    for a in argv:
-        if a.startswith("--") and "-" in a[2:].split("=", 1)[0]:
-            name, sep, val = a[2:].partition("=")
-            a = "--" + name.replace("-", "_") + sep + val
-        out.append(a)
-    return out
 
 
 def run(argv=None):
-    argv = _normalize_argv(list(sys.argv if argv is None else argv))
     run_app(main, define_flags, argv=argv)
 
 
