@@ -10,7 +10,7 @@ import pytest
 from conftest import REPO
 
 TINY = ["--train_videos", "4", "--test_videos", "2", "--epochs", "1", "--warmup_epochs", "0",
-        "--formats", "tflite", "--timeline_videos", "2", "--run_eagerly", "--verify_windows", "2",
+        "--formats", "tflite,onnx", "--timeline_videos", "2", "--run_eagerly", "--verify_windows", "2",
         "--data_override", "max_duration=90", "--data_override", "input_dim=16",
         "--override", "dataset.max_seq_len=256", "--override", "model.embd_dim=32",
         "--override", "model.fpn_dim=32", "--override", "model.head_dim=32",
@@ -25,7 +25,8 @@ def _demo(args, timeout):
 
 @pytest.mark.slow
 def test_tiny_demo_end_to_end(tmp_path):
-    """generate -> train (a few steps) -> evaluate -> export TFLite -> edge runtime -> report."""
+    """generate -> train (a few steps) -> evaluate -> export TFLite + ONNX (each verified against
+    Keras before it is written) -> edge runtime -> report."""
     work = tmp_path / "demo"
     res = _demo(["--workdir", str(work), *TINY], timeout=600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
@@ -35,14 +36,16 @@ def test_tiny_demo_end_to_end(tmp_path):
     # every step ran for real: data, a trained model, exported file, edge detections scored
     assert len(list((work / "data" / "features").glob("*.npy"))) == 6
     assert (work / "export" / "model.tflite").stat().st_size > 10_000
+    assert (work / "export" / "model.onnx").stat().st_size > 10_000
     maps = summary["mAP"]
-    assert set(maps) == {"keras", "tflite"}
+    assert set(maps) == {"keras", "tflite", "onnx"}
     for r in maps.values():
         assert len(r["mAP_per_tiou"]) == 5
         assert 0.0 <= r["average_mAP"] <= 1.0 and np.isfinite(r["average_mAP"])
     # the fp32 TFLite export through the TF-free edge runtime reproduces the Keras detections'
     # mAP (sliding windows vs whole video may differ slightly on long videos)
-    assert abs(maps["tflite"]["average_mAP"] - maps["keras"]["average_mAP"]) < 0.02
+    for fmt in ("tflite", "onnx"):
+        assert abs(maps[fmt]["average_mAP"] - maps["keras"]["average_mAP"]) < 0.02
     report = (work / "report.md").read_text()
     assert "synthetic" in report and "| keras |" in report and "| tflite |" in report
     png = (work / "timeline.png").read_bytes()
