@@ -39,7 +39,7 @@ setup(
             "asl-eval=asl_tf.cli.eval:run",
             "asl-import=asl_tf.cli.import_ckpt:run",
             "asl-train=asl_tf.cli.train:run",
-            "asl-export=asl_tf.cli.export:run",
+            "asl-export=export.cli:run",
             "asl-demo=asl_tf.cli.demo:run",
             "asl-edge=edge.cli:main",
         ]

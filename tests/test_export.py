@@ -39,7 +39,7 @@ def _env():
 
 
 def _cli(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "asl_tf.cli.export", *map(str, args)],
+    return subprocess.run([sys.executable, "-m", "export.cli", *map(str, args)],
                           cwd=REPO, env=_env(), capture_output=True, text=True, timeout=timeout)
 
 
