@@ -174,3 +174,33 @@ def write_feature_dir(path, input_dim, lengths, seed=0):
         x = np.cumsum(rng.standard_normal((t, input_dim)), 0) / np.sqrt(np.arange(1, t + 1))[:, None]
         np.save(path / f"video_{i:02d}.npy", x.astype("float32"))
     return path
+
+
+def train_a_few_steps(model, steps=40, seed=0, batch=2):
+    """Train `model` (the tiny detector) for `steps` steps of the real ASL train step on seeded
+    toy videos whose features carry class evidence inside their GT, so the exports below are
+    of a (briefly) trained model. Returns the per-step losses."""
+    import keras
+
+    from asl_tf import training
+    c, t, k = TINY_MODEL["input_dim"], TINY_MODEL["max_seq_len"], TINY_MODEL["num_classes"]
+    rng = np.random.default_rng(seed)
+    protos = rng.normal(size=(k, c)).astype("float32") * 2
+    n = steps * batch
+    feats = rng.normal(size=(n, t, c)).astype("float32")
+    segs = np.zeros((n, 2, 2), "float32")
+    labels = np.full((n, 2), -1, "int32")
+    for i in range(n):
+        for j in range(2):
+            s = float(rng.integers(0, t - 20))
+            e = s + float(rng.integers(4, 18))
+            cls = int(rng.integers(0, k))
+            segs[i, j], labels[i, j] = (s, e), cls
+            feats[i, int(s):int(e)] += protos[cls]
+    x = {"feats": feats, "mask": np.ones((n, t), bool)}
+    y = {"gt_segments": segs, "gt_labels": labels}
+    model.compile(optimizer=training.build_optimizer(
+        model, {"learning_rate": 5e-3}, {"epochs": 1, "warmup_epochs": 0, "ema_decay": 0.9}, steps))
+    keras.utils.set_random_seed(seed)
+    hist = model.fit(x, y, batch_size=batch, epochs=1, shuffle=False, verbose=0)
+    return hist.history["loss"]

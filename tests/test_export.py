@@ -1,7 +1,8 @@
 """Export to SavedModel / TFLite (fp32, fp16, dynamic, int8) / ONNX, each verified against Keras.
 
-A tiny real ASLDetector (tests/export_helpers.py) is exported once per format in a
-module-scoped fixture (conversions cost seconds each); the tests read those artifacts.
+A tiny real ASLDetector (tests/export_helpers.py), trained for a few steps, is exported once
+per format in a module-scoped fixture (conversions cost seconds each); the tests read those
+artifacts.
 The stand-in model reproduces converter traps cheaply for the refusal tests.
 """
 import json
@@ -13,7 +14,8 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from export_helpers import StandInDetector, make_standin, make_tiny_detector, write_feature_dir
+from export_helpers import (StandInDetector, make_standin, make_tiny_detector, train_a_few_steps,
+                            write_feature_dir)
 
 from edge import postprocess as pp
 from edge.runtime import EdgeModel, load_meta
@@ -26,8 +28,8 @@ SIDECAR_KEYS = {"format", "version", "window", "input_dim", "num_classes", "clas
 META = {"feat_stride": 4, "num_frames": 16, "fps": 30.0}
 VARIANTS = [("saved_model", "none"), ("tflite", "none"), ("tflite", "fp16"),
             ("tflite", "dynamic"), ("tflite", "int8"), ("onnx", "none")]
-# int8 on a 16-channel random-weight model loses ~11 points against the Keras model's own top
-# detections (the pseudo ground truth of near-tied random scores); the default 1.0-point limit
+# int8 on this 16-channel, briefly trained model can lose many points against the Keras model's
+# own top detections (the pseudo ground truth of near-tied scores); the default 1.0-point limit
 # holds for a trained model (configs/demo.yaml model: -0.8). Here int8 is held to a looser mAP
 # bound plus a correlation check in test_tflite_runs_in_edge_runtime_builtin_ops_only.
 INT8_TEST_LIMITS = {"max_map_drop": 30.0}
@@ -53,6 +55,8 @@ def _out_path(root, fmt, quantize):
 def work(tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
     model = make_tiny_detector()
+    losses = train_a_few_steps(model)          # the exports are of a (briefly) trained model
+    assert np.isfinite(losses).all()
     model.save(root / "tiny.keras")
     feats = write_feature_dir(root / "feats", 16, [64, 128, 40, 100, 70, 200, 150, 90])
     return {"root": root, "model": model, "feats": feats}
