@@ -7,7 +7,7 @@ BASE   := $(VENV)/.installed-base
 TEST   := $(VENV)/.installed-test
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: venv demo test bench clean bazel-test
+.PHONY: venv demo test clean bazel-test
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
