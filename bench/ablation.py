@@ -90,6 +90,7 @@ def quality_profile(model, ctx, bins=10):
     relative position (t - start) / length in `bins` bins, and the generator's key-evidence
     envelope binned the same way. Returns dict of lists (None without the quality branch)."""
     from asl_tf.cli import demo
+    from asl_tf.compat.actionformer import pad_for_eval
     from asl_tf.data import synthetic as S
 
     dcfg = ctx["data_cfg"]
@@ -101,12 +102,7 @@ def quality_profile(model, ctx, bins=10):
         feats = np.load(feat_dir / f"{vid}.npy")
         _, lat = S.generate_video(segs, labels, dur, fps, dcfg, protos, vid, return_latent=True)
         t = feats.shape[0]
-        L, d = int(model.max_seq_len), int(model.max_div_factor)
-        tp = L if t <= L else int(np.ceil(t / d) * d)
-        x = np.zeros((1, tp, feats.shape[1]), np.float32)
-        x[0, :t] = feats
-        m = np.zeros((1, tp), bool)
-        m[0, :t] = True
+        x, m = pad_for_eval(model, feats)
         out = model({"feats": x, "mask": m}, training=False)
         if "quality" not in out:
             return None

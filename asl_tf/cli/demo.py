@@ -275,15 +275,11 @@ def held_out_videos(ctx):
 
 def keras_detect(model, feats, fps, feat_stride, num_frames, duration):
     """Whole-video inference with the reference padding rule, post-processed by edge.postprocess."""
+    from asl_tf.compat.actionformer import pad_for_eval
     from edge.postprocess import postprocess
 
-    t = feats.shape[0]
-    L, d = int(model.max_seq_len), int(model.max_div_factor)
-    tp = L if t <= L else int(np.ceil(t / d) * d)
-    x = np.zeros((1, tp, feats.shape[1]), np.float32)
-    x[0, :t] = feats
-    m = np.zeros((1, tp), bool)
-    m[0, :t] = True
+    x, m = pad_for_eval(model, feats)
+    tp = x.shape[1]
     out = model({"feats": x, "mask": m}, training=False)
     get = lambda k: np.asarray(out[k])[0]  # noqa: E731
     return postprocess(get("cls_logits"), get("offsets"), get("mask"), np.asarray(model.points(tp)),

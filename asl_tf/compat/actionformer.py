@@ -265,12 +265,10 @@ def forward(model, feats, mask):
 def pad_for_eval(model, feats):
     """Reference eval padding of one video: feats [T,C] -> (padded [1,T',C], mask [1,T']).
     T' = max_seq_len if T <= max_seq_len, else the next multiple of max_div_factor."""
+    from asl_tf.data.pipeline import eval_padded_length
+
     t = feats.shape[0]
-    if t <= model.max_seq_len:
-        tp = model.max_seq_len
-    else:
-        d = model.max_div_factor
-        tp = (t + d - 1) // d * d
+    tp = eval_padded_length(t, int(model.max_seq_len), int(model.max_div_factor))
     out = np.zeros((1, tp, feats.shape[1]), np.float32)
     out[0, :t] = feats
     mask = np.zeros((1, tp), bool)

@@ -12,7 +12,8 @@ from asl_tf.model.layers import (PACKAGE, ConvBlock, LayerNorm, MaskedConv1D, Tr
 
 
 class _EmbeddingMixin:
-    """The conv embedding shared by both backbones: arch[0] x (MaskedConv k -> LN -> ReLU)."""
+    """What both backbones share: the conv embedding (arch[0] x (MaskedConv k -> LN -> ReLU)),
+    the stem -> branch pyramid walk and the PyTorch parameter names."""
 
     def _make_embedding(self):
         self.embd = [MaskedConv1D(self.n_embd, self.n_embd_ks, 1, use_bias=not self.with_ln,
@@ -35,12 +36,27 @@ class _EmbeddingMixin:
             x = ops.relu(x)
         return x, mask
 
-    def _embedding_torch_params(self, prefix):
+    def _pyramid(self, x, mask, **kwargs):
+        """Stem blocks, then branch blocks; returns per-level (feats, masks), finest first."""
+        for blk in self.stem:
+            x, mask = blk(x, mask, **kwargs)
+        feats, masks = [x], [mask]
+        for blk in self.branch:
+            x, mask = blk(x, mask, **kwargs)
+            feats.append(x)
+            masks.append(mask)
+        return feats, masks
+
+    def torch_params(self, prefix="backbone."):
         out = {}
         for i, conv in enumerate(self.embd):
             out.update(conv.torch_params(f"{prefix}embd.{i}.conv."))
             if self.embd_norm[i] is not None:
                 out.update(self.embd_norm[i].torch_params(f"{prefix}embd_norm.{i}."))
+        for i, blk in enumerate(self.stem):
+            out.update(blk.torch_params(f"{prefix}stem.{i}."))
+        for i, blk in enumerate(self.branch):
+            out.update(blk.torch_params(f"{prefix}branch.{i}."))
         return out
 
 
@@ -93,22 +109,7 @@ class ConvTransformerBackbone(_EmbeddingMixin, keras.layers.Layer):
             t = ops.shape(x)[1]
             pe = interpolate_pe(self.pos_embd, t)
             x = x + ops.cast(pe, x.dtype)[None] * mask
-        for blk in self.stem:
-            x, mask = blk(x, mask, training=training)
-        feats, masks = [x], [mask]
-        for blk in self.branch:
-            x, mask = blk(x, mask, training=training)
-            feats.append(x)
-            masks.append(mask)
-        return feats, masks
-
-    def torch_params(self, prefix="backbone."):
-        out = self._embedding_torch_params(prefix)
-        for i, blk in enumerate(self.stem):
-            out.update(blk.torch_params(f"{prefix}stem.{i}."))
-        for i, blk in enumerate(self.branch):
-            out.update(blk.torch_params(f"{prefix}branch.{i}."))
-        return out
+        return self._pyramid(x, mask, training=training)
 
     def get_config(self):
         return {**super().get_config(), "n_in": self.n_in, "n_embd": self.n_embd,
@@ -145,22 +146,7 @@ class ConvBackbone(_EmbeddingMixin, keras.layers.Layer):
 
     def call(self, x, mask, training=False):
         x, mask = self._embed(x, mask)
-        for blk in self.stem:
-            x, mask = blk(x, mask)
-        feats, masks = [x], [mask]
-        for blk in self.branch:
-            x, mask = blk(x, mask)
-            feats.append(x)
-            masks.append(mask)
-        return feats, masks
-
-    def torch_params(self, prefix="backbone."):
-        out = self._embedding_torch_params(prefix)
-        for i, blk in enumerate(self.stem):
-            out.update(blk.torch_params(f"{prefix}stem.{i}."))
-        for i, blk in enumerate(self.branch):
-            out.update(blk.torch_params(f"{prefix}branch.{i}."))
-        return out
+        return self._pyramid(x, mask)
 
     def get_config(self):
         return {**super().get_config(), "n_in": self.n_in, "n_embd": self.n_embd,

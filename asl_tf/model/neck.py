@@ -19,9 +19,8 @@ def _check_levels(in_channels, start_level, end_level):
     return end
 
 
-@keras.saving.register_keras_serializable(package=PACKAGE)
-class FPNIdentity(keras.layers.Layer):
-    """Reference `FPNIdentity`: LayerNorm per level (or nothing when with_ln is False)."""
+class _Neck(keras.layers.Layer):
+    """The arguments and config shared by both necks (levels start_level..end_level-1)."""
 
     def __init__(self, in_channels, out_channel, scale_factor=2, start_level=0, end_level=-1,
                  with_ln=True, **kwargs):
@@ -31,6 +30,22 @@ class FPNIdentity(keras.layers.Layer):
         self.scale_factor, self.start_level = int(scale_factor), int(start_level)
         self.end_level = _check_levels(self.in_channels, self.start_level, int(end_level))
         self.with_ln = bool(with_ln)
+
+    def get_config(self):
+        return {**super().get_config(), "in_channels": self.in_channels,
+                "out_channel": self.out_channel, "scale_factor": self.scale_factor,
+                "start_level": self.start_level, "end_level": self.end_level,
+                "with_ln": self.with_ln}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class FPNIdentity(_Neck):
+    """Reference `FPNIdentity`: LayerNorm per level (or nothing when with_ln is False)."""
+
+    def __init__(self, in_channels, out_channel, scale_factor=2, start_level=0, end_level=-1,
+                 with_ln=True, **kwargs):
+        super().__init__(in_channels, out_channel, scale_factor, start_level, end_level, with_ln,
+                         **kwargs)
         for i in range(self.start_level, self.end_level):
             if self.in_channels[i] != self.out_channel:
                 raise ValueError(f"fpn_type 'identity' needs fpn_dim == embd_dim, got "
@@ -59,26 +74,16 @@ class FPNIdentity(keras.layers.Layer):
                 out.update(norm.torch_params(f"{prefix}fpn_norms.{i}."))
         return out
 
-    def get_config(self):
-        return {**super().get_config(), "in_channels": self.in_channels,
-                "out_channel": self.out_channel, "scale_factor": self.scale_factor,
-                "start_level": self.start_level, "end_level": self.end_level,
-                "with_ln": self.with_ln}
-
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class FPN1D(keras.layers.Layer):
+class FPN1D(_Neck):
     """Reference `FPN1D`: lateral MaskedConv 1x1; laterals[i-1] += nearest-upsampled
     laterals[i] (top-down, cumulative); depthwise MaskedConv k3; LayerNorm."""
 
     def __init__(self, in_channels, out_channel, scale_factor=2, start_level=0, end_level=-1,
                  with_ln=True, **kwargs):
-        super().__init__(**kwargs)
-        self.in_channels = [int(c) for c in in_channels]
-        self.out_channel = int(out_channel)
-        self.scale_factor, self.start_level = int(scale_factor), int(start_level)
-        self.end_level = _check_levels(self.in_channels, self.start_level, int(end_level))
-        self.with_ln = bool(with_ln)
+        super().__init__(in_channels, out_channel, scale_factor, start_level, end_level, with_ln,
+                         **kwargs)
         n = self.end_level - self.start_level
         c = self.out_channel
         self.lateral_convs = [MaskedConv1D(c, 1, use_bias=not self.with_ln, name=f"lateral_{i}")
@@ -118,9 +123,3 @@ class FPN1D(keras.layers.Layer):
             if self.fpn_norms[i] is not None:
                 out.update(self.fpn_norms[i].torch_params(f"{prefix}fpn_norms.{i}."))
         return out
-
-    def get_config(self):
-        return {**super().get_config(), "in_channels": self.in_channels,
-                "out_channel": self.out_channel, "scale_factor": self.scale_factor,
-                "start_level": self.start_level, "end_level": self.end_level,
-                "with_ln": self.with_ln}
