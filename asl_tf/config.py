@@ -125,6 +125,7 @@ class TrainConfig:
     ema_decay: float = 0.999
     seed: int = 1234567891                  # ActionFormer init_rand_seed
     eval_every: int = 1                     # epochs between evaluations (0: only at the end)
+    remat: bool = False                     # recompute attention/MLP activations in backward
 
 
 @dataclass

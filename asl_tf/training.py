@@ -412,3 +412,23 @@ def set_precision(mixed):
         raise ValueError(f"--mixed_precision: expected off|auto|mixed_bfloat16|mixed_float16, got {mixed!r}")
     keras.mixed_precision.set_global_policy(mixed)
     return mixed
+
+
+def set_remat(model, on=True):
+    """Turn rematerialisation of every transformer block's attention and MLP on or off
+    (`TransformerBlock.remat`: recompute in the backward pass instead of keeping activations).
+
+    Returns the number of blocks changed. Refuses (ValueError) when a block has attention or
+    projection dropout, whose recomputation would draw a different mask.
+    """
+    from asl_tf.model.layers import TransformerBlock
+    blocks = [l for l in model._flatten_layers(include_self=False, recursive=True)
+              if isinstance(l, TransformerBlock)]
+    if on:
+        bad = [b.name for b in blocks if b.attn_pdrop > 0 or b.proj_pdrop > 0]
+        if bad:
+            raise ValueError(f"remat needs attn_pdrop = proj_pdrop = 0 (a recomputed dropout "
+                             f"draws a new mask); blocks with dropout: {', '.join(bad)}")
+    for b in blocks:
+        b.remat = bool(on)
+    return len(blocks)

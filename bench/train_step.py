@@ -1,6 +1,6 @@
 """Training-step benchmark of ASLDetector at the THUMOS14 I3D config; prints JSON.
 
-    python bench/train_step.py [--modes graph,xla,bf16] [--steps 4] [--warmup 1]
+    python bench/train_step.py [--modes graph,xla,bf16,graph_lean,bf16_lean] [--steps 4] [--warmup 1]
                                [--threads 2] [--asl off|on] [--out bench_train.json]
 
 Config (configs/thumos14_i3d.yaml = ActionFormer thumos_i3d.yaml): input 2048, 512 wide,
@@ -13,6 +13,10 @@ Modes (each in its own subprocess, so peak RSS = that process's ru_maxrss):
   graph  tf.function step (Keras default on CPU), float32
   xla    the same with jit_compile=True
   bf16   graph step under the keras `mixed_bfloat16` policy
+  graph_lean / bf16_lean  graph / bf16 with the memory settings of asl-train:
+         `train_cfg.remat: true` (attention and MLP recomputed in the backward pass) and
+         `--inter_op_threads 1` (one op at a time)
+As in asl-train, the optimizer (moments and EMA) is built before the first step.
 `--asl on` switches the three ASL parts on (the reference numbers below are ActionFormer).
 Times: median seconds per step over --steps steps after --warmup steps (the first includes
 the trace/compile time, reported separately as first_step_s).
@@ -40,8 +44,9 @@ def _child(mode, steps, warmup, threads, asl):
     sys.path.insert(0, REPO)
     import numpy as np
     import tensorflow as tf
+    lean = mode.endswith("_lean")
     tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1 if lean else threads)
     import keras
 
     from asl_tf import training
@@ -51,12 +56,14 @@ def _child(mode, steps, warmup, threads, asl):
     cfg = load_config(os.path.join(REPO, "configs", "thumos14_i3d.yaml"))
     md = cfg.model_dict()
     md["asl"] = ASL_ON if asl == "on" else ASL_OFF
-    training.set_precision("mixed_bfloat16" if mode == "bf16" else "off")
+    training.set_precision("mixed_bfloat16" if mode.startswith("bf16") else "off")
     keras.utils.set_random_seed(0)
     model = build_detector(md)
+    training.set_remat(model, lean)
     tc = {"epochs": 30, "warmup_epochs": 5, "clip_grad_l2norm": 1.0, "ema_decay": 0.999}
     opt = training.build_optimizer(model, {"learning_rate": 1e-4, "weight_decay": 0.05}, tc, 100)
     model.compile(optimizer=opt, jit_compile=(mode == "xla"))
+    opt.build(model.trainable_variables)   # as asl-train does (else the first step traces twice)
 
     b, t, c = 2, md["max_seq_len"], md["input_dim"]
     rng = np.random.default_rng(0)
@@ -78,7 +85,8 @@ def _child(mode, steps, warmup, threads, asl):
     hist = model.fit(ds, epochs=1, steps_per_epoch=warmup + steps, verbose=0, callbacks=[Timer()])
     timed = times[warmup:]
     rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
-    return {"mode": mode, "asl": asl, "threads": threads, "batch": b, "seq_len": t,
+    return {"mode": mode, "asl": asl, "threads": threads, "remat": lean,
+            "inter_op_threads": 1 if lean else threads, "batch": b, "seq_len": t,
             "params": int(sum(int(np.prod(v.shape)) for v in model.trainable_variables)),
             "first_step_s": times[0], "median_s_per_step": float(np.median(timed)),
             "steps_per_s": 1.0 / float(np.median(timed)), "step_times_s": timed,
@@ -87,7 +95,7 @@ def _child(mode, steps, warmup, threads, asl):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--modes", default="graph,xla,bf16")
+    ap.add_argument("--modes", default="graph,xla,bf16,graph_lean,bf16_lean")
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)

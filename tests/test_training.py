@@ -227,3 +227,41 @@ def test_mixed_bfloat16_step():
         training.set_precision("off")
     with pytest.raises(ValueError, match="mixed_precision"):
         training.set_precision("fp8")
+
+
+def test_remat_keeps_gradients_and_refuses_dropout():
+    """`train_cfg.remat` recomputes attention/MLP in the backward pass: same gradients."""
+    import json
+    import tensorflow as tf
+    from training_toy import TOY_MODEL
+    from asl_tf.model.detector import build_detector
+    cfg = json.loads(json.dumps(TOY_MODEL))
+    cfg["backbone_arch"] = [2, 1, 1]          # a stride-1 and a stride-2 block
+    model = build_detector(cfg)
+    x, _ = toy_batches(2)
+    x = {"feats": tf.constant(x["feats"]), "mask": tf.constant(x["mask"])}
+    rng = np.random.default_rng(1)
+    out0 = model(x)
+    w_cls = tf.constant(rng.normal(size=out0["cls_logits"].shape).astype(np.float32))
+    w_off = tf.constant(rng.normal(size=out0["offsets"].shape).astype(np.float32))
+
+    def grads():
+        with tf.GradientTape() as tape:
+            out = model(x, training=True)
+            loss = tf.reduce_sum(out["cls_logits"] * w_cls) + tf.reduce_sum(out["offsets"] * w_off)
+        return tape.gradient(loss, model.trainable_variables)
+
+    ref = [g.numpy() for g in tf.function(grads)()]
+    assert training.set_remat(model, True) == 2
+    got = [g.numpy() for g in tf.function(grads)()]
+    training.set_remat(model, False)
+    assert len(got) == len(ref)
+    for a, b, v in zip(got, ref, model.trainable_variables):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6 * max(1.0, np.abs(b).max()),
+                                   err_msg=v.path)
+    dropout = toy_model()
+    for layer in dropout._flatten_layers(include_self=False, recursive=True):
+        if type(layer).__name__ == "TransformerBlock":
+            layer.attn_pdrop = 0.1
+    with pytest.raises(ValueError, match="remat needs attn_pdrop"):
+        training.set_remat(dropout, True)

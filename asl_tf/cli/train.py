@@ -3,6 +3,13 @@
     asl-train --config configs/X.yaml --workdir runs/X [--override key.sub=value ...]
               [--strategy default|mirrored|multi_worker] [--mixed_precision off|auto|
               mixed_bfloat16|mixed_float16] [--xla] [--backup_every N] [--force]
+              [--inter_op_threads N]
+
+Memory: `--override train_cfg.remat=true` recomputes each transformer block's attention and
+MLP in the backward pass instead of keeping their activations, and `--inter_op_threads 1`
+runs one op at a time; together with `--mixed_precision mixed_bfloat16` they bring the
+THUMOS14-config step (batch 2, T=2304) under the PyTorch reference's peak RSS
+(bench/train_step.py, mode `bf16_lean`).
 
 Rerunning the same command resumes: the workdir keeps `config.json` (the resolved config),
 `backup/state.weights.h5` + `backup/state.json` (weights, optimizer moments, EMA, loss
@@ -38,6 +45,9 @@ def define_flags():
     flags.DEFINE_integer("verbose", 1, "Keras fit verbosity (1 = progress bar).")
     flags.DEFINE_bool("deterministic", True, "tf.config.experimental.enable_op_determinism().")
     flags.DEFINE_bool("run_eagerly", False, "Debug / tiny runs: no graph tracing.")
+    flags.DEFINE_integer("inter_op_threads", 0,
+                         "TensorFlow inter-op threads (0: TensorFlow's default). 1 runs one op "
+                         "at a time, which lowers peak memory (bench/train_step.py).")
 
 
 def _diff(a, b, prefix=""):
@@ -115,6 +125,7 @@ def train(cfg, workdir, *, strategy="default", mixed_precision="off", xla=False,
     strat = training.make_strategy(strategy)
     with strat.scope():
         model = build_detector(cfg.model_dict())
+        training.set_remat(model, bool(tc.remat))
         training.attach_metrics(model)
         opt = training.build_optimizer(model, dataclasses.asdict(cfg.opt), dataclasses.asdict(tc), steps)
         model.compile(optimizer=opt, jit_compile=bool(xla), run_eagerly=bool(run_eagerly))
@@ -193,6 +204,11 @@ def main(argv):
         raise ValueError("--config is required")
     if not FLAGS.workdir:
         raise ValueError("--workdir is required")
+    if FLAGS.inter_op_threads < 0:
+        raise ValueError(f"--inter_op_threads must be >= 0, got {FLAGS.inter_op_threads}")
+    if FLAGS.inter_op_threads:
+        import tensorflow as tf
+        tf.config.threading.set_inter_op_parallelism_threads(FLAGS.inter_op_threads)
     from asl_tf.config import load_config
     from asl_tf.training import NonFiniteLossError
     cfg = load_config(FLAGS.config, overrides=FLAGS.override)
