@@ -163,7 +163,8 @@ def train_step(model, data):
     clip = getattr(opt, "asl_clip_norm", -1.0)
     if loss_scaled:
         # mixed_float16: gradients are scaled; the inner optimizer unscales, checks and clips
-        gnorm = gnorm / tf.cast(opt.dynamic_scale, gnorm.dtype) if hasattr(opt, "dynamic_scale") else gnorm
+        # (the scale the loss was multiplied by: dynamic_scale once built, initial_scale before)
+        gnorm = gnorm / tf.cast(opt.scale_loss(tf.constant(1.0, gnorm.dtype)), gnorm.dtype)
     elif clip and clip > 0:
         grads, _ = tf.clip_by_global_norm(grads, clip, use_norm=gnorm)
     if n_rep > 1:

@@ -63,7 +63,7 @@ def _child(mode, steps, warmup, threads, asl):
     tc = {"epochs": 30, "warmup_epochs": 5, "clip_grad_l2norm": 1.0, "ema_decay": 0.999}
     opt = training.build_optimizer(model, {"learning_rate": 1e-4, "weight_decay": 0.05}, tc, 100)
     model.compile(optimizer=opt, jit_compile=(mode == "xla"))
-    opt.build(model.trainable_variables)   # as asl-train does (else the first step traces twice)
+    model.optimizer.build(model.trainable_variables)   # as asl-train does (else the first step traces twice)
 
     b, t, c = 2, md["max_seq_len"], md["input_dim"]
     rng = np.random.default_rng(0)

@@ -128,7 +128,7 @@ from training_toy import toy_model, toy_batches
 from asl_tf import training
 out = {}
 x, y = toy_batches(8, seed=3)
-for name in ("default", "mirrored"):
+for name in ("multi_worker", "default", "mirrored"):   # multi_worker first: it must be created at start
     keras.utils.set_random_seed(1)
     strat = training.make_strategy(name)
     with strat.scope():
@@ -146,7 +146,7 @@ print("JSON" + json.dumps(out))
 
 
 @pytest.mark.slow
-def test_mirrored_two_cpus_matches_one_device():
+def test_mirrored_two_cpus_and_multi_worker_match_one_device():
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
     res = subprocess.run([sys.executable, "-c", MIRRORED, str(REPO)], capture_output=True, text=True,
                          timeout=600, env=env)
@@ -154,8 +154,15 @@ def test_mirrored_two_cpus_matches_one_device():
     assert line, res.stderr[-3000:]
     import json
     out = json.loads(line[0][4:])
-    one, two = out["default"], out["mirrored"]
+    one, two, mw = out["default"], out["mirrored"], out["multi_worker"]
     assert one["replicas"] == 1 and two["replicas"] == 2
+    # MultiWorkerMirroredStrategy without TF_CONFIG: one local worker, one replica (variables,
+    # dataset and step under the strategy) -> equal to the default strategy. A real cluster
+    # (several hosts) is not tested here.
+    assert mw["replicas"] == 1
+    for k in ("loss", "grad_norm", "num_pos"):
+        np.testing.assert_allclose(mw["hist"][k], one["hist"][k], rtol=1e-5, err_msg=k)
+    np.testing.assert_allclose(mw["w"], one["w"], rtol=1e-5, atol=1e-4)
     for k in ("loss", "cls_loss", "reg_loss", "quality_loss", "ascl_loss", "grad_norm", "num_pos"):
         np.testing.assert_allclose(two["hist"][k], one["hist"][k], rtol=1e-5, err_msg=k)
     np.testing.assert_allclose(two["norm"], one["norm"], rtol=1e-6)
@@ -265,3 +272,34 @@ def test_remat_keeps_gradients_and_refuses_dropout():
             layer.attn_pdrop = 0.1
     with pytest.raises(ValueError, match="remat needs attn_pdrop"):
         training.set_remat(dropout, True)
+
+
+def test_mixed_float16_step_uses_loss_scaling():
+    """mixed_float16 (the GPU flag) runs on CPU too: Keras wraps the optimizer in a
+    LossScaleOptimizer, the step unscales, and the float32 variables learn."""
+    try:
+        assert training.set_precision("mixed_float16") == "mixed_float16"
+        model = toy_model(asl={"class_level": True, "instance_level": True, "contrastive": True})
+        _compiled(model)
+        assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+        before = [v.numpy().copy() for v in model.trainable_variables]
+        x, y = toy_batches(4)
+        h = model.fit(_ds(x, y), epochs=3, verbose=0)
+        assert all(np.isfinite(h.history["loss"]))
+        assert h.history["loss"][-1] < h.history["loss"][0]
+        assert np.isfinite(h.history["grad_norm"]).all()
+        assert model.trainable_variables[0].dtype == "float32"
+        moved = [np.abs(v.numpy() - b).max() for v, b in zip(model.trainable_variables, before)]
+        assert max(moved) > 0
+        assert "float32" in str(model(x)["cls_logits"].dtype)
+    finally:
+        training.set_precision("off")
+    # the logged gradient norm is unscaled: the same order as a float32 run's first epoch
+    keras.utils.set_random_seed(0)
+    ref = toy_model(asl={"class_level": True, "instance_level": True, "contrastive": True})
+    for v, b in zip(ref.trainable_variables, before):
+        v.assign(b)
+    _compiled(ref)
+    h32 = ref.fit(_ds(x, y), epochs=1, verbose=0)
+    ratio = h.history["grad_norm"][0] / h32.history["grad_norm"][0]
+    assert 0.8 < ratio < 1.25, ratio

@@ -45,6 +45,12 @@ def test_train_learns_resumes_after_sigkill_and_refuses_other_config(tmp_path):
     assert float(rows[-1]["loss"]) < float(rows[0]["loss"])
     assert float(rows[-1]["val_mAP"]) > float(rows[0]["val_mAP"])
     assert (a / "best.weights.h5").exists() and (a / "final_ema.weights.h5").exists()
+    # TensorBoard event files with the epoch losses (the tensorboard package is pinned)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    acc = EventAccumulator(str(a / "tb" / "train"))
+    acc.Reload()
+    assert "epoch_loss" in acc.Tags()["tensors"]
+    assert len(acc.Tensors("epoch_loss")) == 3
 
     # B: same config, SIGKILLed once a mid-run backup exists, then the same command again
     b = tmp_path / "B"

@@ -129,7 +129,7 @@ def train(cfg, workdir, *, strategy="default", mixed_precision="off", xla=False,
         training.attach_metrics(model)
         opt = training.build_optimizer(model, dataclasses.asdict(cfg.opt), dataclasses.asdict(tc), steps)
         model.compile(optimizer=opt, jit_compile=bool(xla), run_eagerly=bool(run_eagerly))
-        opt.build(model.trainable_variables)
+        model.optimizer.build(model.trainable_variables)  # the LossScaleOptimizer wrapper too
 
     backup = training.StepBackup(os.path.join(workdir, "backup"), backup_every)
     step = backup.load_step()
