@@ -28,7 +28,6 @@ INT8_LN_EPSILON = 1e-3
 #: -1e30 (keys outside the local band): an ADD whose calibrated range reaches -1e30 leaves one
 #: int8 step for all real logits. -30 still gives a masked key exp(-30) ~ 1e-13 of the weight.
 INT8_MASK_VALUE = -30.0
-_MASK_CONSTANTS = ("_OUT_OF_RANGE", "_PAD_KEY")
 #: Ops kept in float inside the int8 model (LayerNorm statistics, residual adds, mask and
 #: scale multiplies); convs, fully-connected layers, attention matmuls, softmax and GELU run in
 #: int8. Measured on the trained demo model (configs/demo.yaml): all-int8 lost 5.3 mAP points
@@ -37,21 +36,20 @@ INT8_FLOAT_OPS = ("MEAN", "RSQRT", "SUB", "ADD", "MUL")
 
 
 @contextlib.contextmanager
-def int8_mask_constants(value=INT8_MASK_VALUE):
-    """Temporarily set the attention-mask constants of `asl_tf.model.layers` (read when a
-    graph is traced) to `value`. Yields the names changed (none for other models)."""
+def int8_mask_constants(model, value=INT8_MASK_VALUE):
+    """Temporarily set the additive attention-mask constants (`pad_key`, `out_of_range`) of
+    every attention layer of `model` to `value`; they are read when the graph is traced, and
+    restored on exit. Yields the number of layers changed (0 for a model without them)."""
+    changed = []
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if hasattr(layer, "pad_key") and hasattr(layer, "out_of_range"):
+            changed.append((layer, layer.pad_key, layer.out_of_range))
+            layer.pad_key = layer.out_of_range = float(value)
     try:
-        from asl_tf.model import layers as model_layers
-    except ImportError:  # pragma: no cover
-        model_layers = None
-    saved = {n: getattr(model_layers, n) for n in _MASK_CONSTANTS if hasattr(model_layers, n)}
-    try:
-        for n in saved:
-            setattr(model_layers, n, float(value))
-        yield sorted(saved)
+        yield len(changed)
     finally:
-        for n, v in saved.items():
-            setattr(model_layers, n, v)
+        for layer, pad, out in changed:
+            layer.pad_key, layer.out_of_range = pad, out
 
 
 @contextlib.contextmanager
@@ -82,7 +80,7 @@ def convert(model, window, quantize="none", representative=None, float_ops=INT8_
         raise ValueError("--quantize int8 needs calibration windows (--calibration)")
     with tempfile.TemporaryDirectory(prefix="asl-tflite-") as tmp:
         if quantize == "int8":
-            with int8_layernorm_epsilon(model), int8_mask_constants():
+            with int8_layernorm_epsilon(model), int8_mask_constants(model):
                 sm = save_fixed_window(model, os.path.join(tmp, "sm"), window)
         else:
             sm = save_fixed_window(model, os.path.join(tmp, "sm"), window)

@@ -358,3 +358,28 @@ def test_window_rule_and_sidecar_of_the_standin():
     meta = metadata.build_sidecar(model, 32, "none", {"fps": 25})
     assert meta["level_lengths"] == [32, 16] and meta["fps"] == 25 and meta["num_frames"] is None
     assert isinstance(model, StandInDetector)
+
+
+def test_int8_graph_changes_mask_constants_only_while_tracing():
+    """The int8 export lowers the attention-mask constants of the model's own layers while it
+    traces, and restores them (no module globals touched)."""
+    from asl_tf.model import layers as model_layers
+    from export import tflite
+    model = make_tiny_detector()
+    attn = [l for l in model._flatten_layers(include_self=False, recursive=True)
+            if isinstance(l, model_layers.MaskedMHCA)]
+    assert attn
+    rng = np.random.default_rng(0)
+    t = model.max_div_factor * 2
+    x = {"feats": rng.normal(size=(1, t, model.input_dim)).astype(np.float32),
+         "mask": np.arange(t)[None] < t - 3}
+    ref = np.asarray(model(x)["cls_logits"])
+    with tflite.int8_mask_constants(model) as n:
+        assert n == len(attn)
+        assert all(l.pad_key == l.out_of_range == tflite.INT8_MASK_VALUE for l in attn)
+        low = np.asarray(model(x)["cls_logits"])
+    assert all((l.pad_key, l.out_of_range) == (-1e4, -1e30) for l in attn)
+    np.testing.assert_array_equal(np.asarray(model(x)["cls_logits"]), ref)
+    # exp(-30) leaks ~1e-13 of a masked key's weight: close to, but not exactly, the float model
+    np.testing.assert_allclose(low, ref, atol=1e-4)
+    assert model_layers._PAD_KEY == -1e4 and model_layers._OUT_OF_RANGE == -1e30

@@ -366,6 +366,10 @@ class MaskedMHCA(keras.layers.Layer):
         self.proj = MaskedConv1D(c, 1, name="proj")
         self.attn_drop = keras.layers.Dropout(self.attn_pdrop)
         self.proj_drop = keras.layers.Dropout(self.proj_pdrop)
+        # additive mask constants (attributes, not config: read when a graph is traced; the
+        # int8 TFLite export lowers them, see export/tflite.py)
+        self.pad_key = _PAD_KEY
+        self.out_of_range = _OUT_OF_RANGE
 
     def build(self, input_shape):
         shape = tuple(input_shape)
@@ -389,7 +393,7 @@ class MaskedMHCA(keras.layers.Layer):
         q, k, v = self._split_heads(q), self._split_heads(k), self._split_heads(v)
         att = ops.einsum("bqhd,bkhd->bhqk", q * self.scale, k)
         key_ok = ops.reshape(kv_mask, (ops.shape(kv_mask)[0], 1, 1, -1)) > 0
-        att = ops.where(key_ok, att, ops.cast(_OUT_OF_RANGE, att.dtype))
+        att = ops.where(key_ok, att, ops.cast(self.out_of_range, att.dtype))
         att = ops.softmax(att, axis=-1)
         att = self.attn_drop(att, training=training)
         v = v * ops.expand_dims(kv_mask, -1)
@@ -420,8 +424,8 @@ class MaskedMHCA(keras.layers.Layer):
         kb = ops.reshape(key_blocks(k), (b, nblk, 2 * blk, nh, hd))
         vb = ops.reshape(key_blocks(v), (b, nblk, 2 * blk, nh, hd))
         # additive key bias: 0 valid, -1e4 padded, "-inf" outside [0, T)
-        key_bias = (1.0 - kv_mask) * _PAD_KEY                      # [B, T, 1]
-        key_bias = key_blocks(key_bias, pad_value=_OUT_OF_RANGE)   # [B, nblk, 2blk, 1]
+        key_bias = (1.0 - kv_mask) * self.pad_key                  # [B, T, 1]
+        key_bias = key_blocks(key_bias, pad_value=self.out_of_range)   # [B, nblk, 2blk, 1]
         key_bias = ops.reshape(key_bias, (b, nblk, 1, 1, 2 * blk))
         att = ops.einsum("bnqhd,bnkhd->bnhqk", qb, kb)             # [B, nblk, nh, blk, 2blk]
         att = att + ops.cast(self._band_bias(), dt) + ops.cast(key_bias, dt)
@@ -442,7 +446,7 @@ class MaskedMHCA(keras.layers.Layer):
         kj = np.arange(2 * blk)[None, :]
         off = kj - w - qi                                          # key - query position
         inside = np.abs(off) <= w
-        band = np.where(inside, 0.0, _OUT_OF_RANGE).astype("float32")[None, None, None]
+        band = np.where(inside, 0.0, self.out_of_range).astype("float32")[None, None, None]
         band = ops.convert_to_tensor(band)
         if self.rel_pe is None:
             return band
