@@ -1,6 +1,6 @@
 """Batch-1 forward benchmark of ASLDetector at the THUMOS14 I3D config; prints JSON.
 
-    python bench/forward.py [--threads 1,2] [--modes eager,function,xla,bf16,bf16_xla]
+    python bench/forward.py [--threads 1,2] [--modes eager,function,xla,bf16,bf16_xla,floor,bf16_floor]
                             [--repeats 5] [--seq_len 2304] [--out bench.json]
 
 Config (configs/thumos14_i3d.yaml / ActionFormer thumos_i3d.yaml): input 2048, 512 wide,
@@ -13,6 +13,10 @@ RSS (ru_maxrss of that process) belongs to that mode alone. Times are the median
 
 Modes: eager (model(x) op by op), function (tf.function), xla (tf.function jit_compile=True),
 bf16 / bf16_xla (the same with the keras mixed_bfloat16 policy).
+Also `floor` / `bf16_floor`: the matmul floor. The forward graph is traced at T, every 2-D
+MatMul in it (M, K, N and dtype, 99% of the FLOPs) is collected, and those matmuls alone run
+in one tf.function with nothing else: the time any implementation of this model needs with
+TensorFlow's (oneDNN) matmul on this CPU. `fraction_of_floor` = floor time / forward time.
 Also `attention`: the local-attention kernel alone at T=2304 (blocked band, the model's
 implementation, vs. a gathered-window implementation), which is how the model's choice was made.
 
@@ -52,6 +56,8 @@ def _child(mode, threads, repeats, seq_len):
     sys.path.insert(0, REPO)
     if mode == "attention":
         return _attention_child(repeats, seq_len)
+    if mode.endswith("floor"):
+        return _floor_child(mode, threads, repeats, seq_len)
     if mode.startswith("bf16"):
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
     from asl_tf.model.detector import build_detector
@@ -88,6 +94,59 @@ def _child(mode, threads, repeats, seq_len):
             "min_s": float(np.min(times)), "median_cpu_s": float(np.median(cpu)),
             "first_call_s": first, "peak_rss_gb": rss, "params": n_params,
             "repeats": repeats, "load_avg_1min": load}
+
+
+def _floor_child(mode, threads, repeats, seq_len):
+    """Time only the forward's 2-D matmuls (shapes and dtypes read from the traced graph)."""
+    import numpy as np
+    import tensorflow as tf
+    import keras
+
+    if mode.startswith("bf16"):
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    from asl_tf.model.detector import build_detector
+
+    keras.utils.set_random_seed(0)
+    model = build_detector(THUMOS)
+    spec = {"feats": tf.TensorSpec([1, seq_len, 2048], tf.float32),
+            "mask": tf.TensorSpec([1, seq_len], tf.bool)}
+    graph = tf.function(lambda a: model(a, training=False)).get_concrete_function(spec).graph
+    shapes, other = [], 0.0
+    for op in graph.get_operations():
+        if op.type == "MatMul":
+            a, b = op.inputs[0].shape, op.inputs[1].shape
+            m, k = (a[1], a[0]) if op.get_attr("transpose_a") else (a[0], a[1])
+            n = b[0] if op.get_attr("transpose_b") else b[1]
+            shapes.append((int(m), int(k), int(n), op.inputs[0].dtype.name))
+        elif op.type in ("BatchMatMulV2", "BatchMatMulV3", "Einsum", "Conv2D",
+                         "DepthwiseConv2dNative"):
+            out = op.outputs[0].shape
+            if out.is_fully_defined():  # rough: attention scores / depthwise convs
+                other += 2.0 * float(np.prod(out)) * 36
+    gflop = sum(2.0 * m * k * n for m, k, n, _ in shapes) / 1e9
+    rng = np.random.RandomState(0)
+    xs = [tf.constant(rng.randn(m, k).astype(np.float32), dtype=dt) for m, k, n, dt in shapes]
+    ws = [tf.constant((rng.randn(k, n) * 0.02).astype(np.float32), dtype=dt)
+          for m, k, n, dt in shapes]
+
+    @tf.function
+    def matmuls():
+        acc = tf.constant(0.0)
+        for x, w in zip(xs, ws):
+            acc += tf.cast(tf.matmul(x, w)[0, 0], tf.float32)
+        return acc
+
+    matmuls().numpy()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        matmuls().numpy()
+        times.append(time.perf_counter() - t0)
+    med = float(np.median(times))
+    return {"mode": mode, "threads": threads, "matmuls": len(shapes),
+            "matmul_gflop": round(gflop, 2), "other_gflop_estimate": round(other / 1e9, 2),
+            "floor_median_s": med, "floor_gflop_per_s": round(gflop / med, 1),
+            "dtypes": sorted({dt for *_, dt in shapes}), "repeats": repeats}
 
 
 def _gathered_local_attention(q, k, v, kv_mask, w, nh):
@@ -144,7 +203,7 @@ def _attention_child(repeats, seq_len):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", default="1,2")
-    ap.add_argument("--modes", default="eager,function,xla,bf16,bf16_xla")
+    ap.add_argument("--modes", default="eager,function,xla,bf16,bf16_xla,floor,bf16_floor")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--seq_len", type=int, default=2304)
     ap.add_argument("--attention", action=argparse.BooleanOptionalAction, default=True)
@@ -179,7 +238,16 @@ def main():
         print(json.dumps(run), file=sys.stderr, flush=True)
         runs.append(run)
     summary = {}
+    floors = {(r["mode"][:-len("floor")] or "fp32_", r["threads"]): r for r in runs
+              if "floor_median_s" in r}
     for run in runs:
+        if "floor_median_s" in run:
+            key = f"{run['mode']}_t{run['threads']}"
+            summary[key] = {"floor_median_s": round(run["floor_median_s"], 4),
+                            "matmul_gflop": run["matmul_gflop"],
+                            "floor_gflop_per_s": run["floor_gflop_per_s"],
+                            "best_possible_speedup_vs_torch_0.60s":
+                                round(0.60 / run["floor_median_s"], 2)}
         if "median_s" in run:
             key = f"{run['mode']}_t{run['threads']}"
             summary[key] = {"median_s": round(run["median_s"], 4),
@@ -187,6 +255,11 @@ def main():
                             "median_cpu_s": round(run["median_cpu_s"], 4),
                             "speedup_vs_torch_0.60s": round(0.60 / run["median_s"], 2),
                             "peak_rss_gb": round(run["peak_rss_gb"], 3)}
+            floor = floors.get(("bf16_" if run["mode"].startswith("bf16") else "fp32_",
+                                run["threads"]))
+            if floor is not None and run["mode"] in ("function", "bf16"):
+                summary[key]["fraction_of_floor"] = round(
+                    floor["floor_median_s"] / run["median_s"], 3)
     report = {"benchmark": "asl_tf forward, batch 1", "seq_len": args.seq_len,
               "config": THUMOS, "expected_params": PARAMS,
               "params_ok": all(r.get("params", PARAMS) == PARAMS for r in runs),

@@ -189,7 +189,7 @@ class MaskedConv1D(keras.layers.Layer):
             else:
                 y = ops.conv(x, kernel, strides=s, padding="valid")
         if self.bias is not None:
-            y = y + ops.cast(self.bias, y.dtype)
+            y = ops.add(y, ops.cast(self.bias, y.dtype))
         if mask is None:
             return y, None
         out_mask = downsample_mask(mask, s)
@@ -232,7 +232,10 @@ class MaskedConv1D(keras.layers.Layer):
         """
         y = ops.matmul(x, ops.cast(self.kernel[0], x.dtype))
         if self.bias is not None:
-            y = y + ops.cast(self.bias, y.dtype)
+            # ops.add, not `+`: on TensorFlow it emits BiasAdd, the form the oneDNN remapper
+            # fuses with the MatMul *and* a following exact GELU (`+` emits AddV2, which
+            # fuses the bias only); measured 51 -> 48 ms for 2304x512->2048 + GELU, 1 thread
+            y = ops.add(y, ops.cast(self.bias, y.dtype))
         return y
 
     def torch_params(self, prefix):
