@@ -177,3 +177,30 @@ def test_config_stores_asl_and_class_names(golden):
     assert got["asl"] == {"class_level": True} and got["class_names"] == list("abcde")
     assert m.class_names == list("abcde") and m.asl_cfg == {"class_level": True}
     assert build_detector(golden["cfg"]).get_config()["model_cfg"]["asl"] == {}
+
+
+def test_input_pdrop_drops_whole_channels_in_training_only():
+    """OpenTAD's input_pdrop (Charades 0.3): Dropout1d over feature channels, training only."""
+    import keras
+    from asl_tf.model.detector import build_detector
+    cfg = {"backbone_arch": [2, 0, 1], "n_mha_win_size": 5, "embd_dim": 16, "fpn_dim": 16,
+           "head_dim": 16, "n_head": 2, "regression_range": [[0, 4], [4, 10000]],
+           "input_dim": 64, "num_classes": 3, "max_seq_len": 32, "input_pdrop": 0.5,
+           "train_cfg": {"droppath": 0.0}}
+    keras.utils.set_random_seed(0)
+    model = build_detector(cfg)
+    assert model.model_dict()["input_pdrop"] == 0.5          # kept in the saved config
+    x = np.random.default_rng(0).normal(size=(2, 32, 64)).astype(np.float32) + 3.0
+    dropped = np.asarray(model.input_drop(x, training=True))
+    zero = np.all(dropped == 0, axis=1)                       # [B, C]: channel zero at all t
+    kept = ~zero
+    assert 0.2 < zero.mean() < 0.8                            # about half the channels
+    assert not np.array_equal(zero[0], zero[1])               # drawn per video
+    np.testing.assert_allclose(dropped[:, :, :][np.broadcast_to(kept[:, None], x.shape)],
+                               2.0 * x[np.broadcast_to(kept[:, None], x.shape)], rtol=1e-6)
+    feats = {"feats": x, "mask": np.ones((2, 32), bool)}
+    a = np.asarray(model(feats, training=False)["cls_logits"])
+    np.testing.assert_array_equal(a, np.asarray(model(feats, training=False)["cls_logits"]))
+    assert not np.allclose(a, np.asarray(model(feats, training=True)["cls_logits"]))
+    with pytest.raises(ValueError, match="input_pdrop"):
+        build_detector({**cfg, "input_pdrop": 1.0})

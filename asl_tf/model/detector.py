@@ -158,6 +158,13 @@ class ASLDetector(keras.Model):
         tc = self.train_cfg
 
         # === Layers ===
+        # OpenTAD's `input_pdrop` (Charades: 0.3): Dropout1d on the [B, C, T] input features,
+        # i.e. whole channels of a video zeroed (the rest scaled by 1/(1-p)) in training only;
+        # Keras' SpatialDropout1D is that on [B, T, C].
+        p = float(cfg.get("input_pdrop", 0.0) or 0.0)
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"model.input_pdrop must be in [0, 1), got {p}")
+        self.input_drop = keras.layers.SpatialDropout1D(p, name="input_drop") if p > 0 else None
         if cfg["backbone_type"] == "convTransformer":
             self.backbone = ConvTransformerBackbone(
                 self.input_dim, cfg["embd_dim"], cfg["n_head"], cfg["embd_kernel_size"],
@@ -275,6 +282,8 @@ class ASLDetector(keras.Model):
         dtype = self.compute_dtype
         x = ops.cast(feats, dtype)
         m = ops.expand_dims(ops.cast(mask, dtype), -1)
+        if self.input_drop is not None and training:
+            x = self.input_drop(x, training=True)
         b_feats, b_masks = self.backbone(x, m, training=training)
         f_feats, f_masks = self.neck(b_feats, b_masks)
         cls = self.cls_head(f_feats, f_masks)
