@@ -270,6 +270,7 @@ def main():
         fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(args.out)) or ".")
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
+        os.chmod(tmp, 0o644)   # mkstemp makes it private
         os.replace(tmp, args.out)
     print(text)
     return 0
