@@ -204,3 +204,87 @@ def test_input_pdrop_drops_whole_channels_in_training_only():
     assert not np.allclose(a, np.asarray(model(feats, training=True)["cls_logits"]))
     with pytest.raises(ValueError, match="input_pdrop"):
         build_detector({**cfg, "input_pdrop": 1.0})
+
+
+def _random_weights(model, seed):
+    """Non-trivial weights: LayerNorm betas and biases far from 0, so that a padded frame
+    (LayerNorm of 0 = beta) differs from a frame past the end (0)."""
+    rng = np.random.default_rng(seed)
+    for w in model.weights:
+        shape = tuple(w.shape)
+        if len(shape) >= 2:
+            v = rng.normal(size=shape) / np.sqrt(np.prod(shape[:-1]))
+        elif len(shape) == 1:
+            v = (1.0 if "gamma" in w.path else 0.0) + 0.5 * rng.normal(size=shape)
+        else:
+            v = np.float32(1.0)
+        w.assign(np.asarray(v, np.float32))
+
+
+@pytest.mark.parametrize("variant", ["local_identity", "global_fpn_abspe"])
+def test_trimmed_eval_padding_gives_the_reference_outputs(variant):
+    """`trimmed_eval_length`: the valid frames' outputs and the detections equal those of the
+    reference padding to max_seq_len; without the one-padded-position margin they do not."""
+    import math
+
+    from asl_tf.compat import actionformer as af
+    from asl_tf.data import pipeline as P
+    from asl_tf.model.detector import build_detector
+    from edge.postprocess import postprocess
+
+    cfg = {"backbone_arch": [2, 1, 3], "n_mha_win_size": 5, "embd_dim": 16, "fpn_dim": 16,
+           "head_dim": 16, "n_head": 2, "input_dim": 8, "num_classes": 3, "max_seq_len": 128,
+           "regression_range": [[0, 4], [4, 8], [8, 16], [16, 10000]],
+           "train_cfg": {"droppath": 0.0}}
+    if variant == "global_fpn_abspe":
+        cfg.update(n_mha_win_size=-1, fpn_type="fpn", use_abs_pe=True)
+    model = build_detector(cfg)
+    _random_weights(model, 1)
+    s_max, div = max(model.fpn_strides), model.max_div_factor
+    rng = np.random.default_rng(2)
+
+    def run(feats, tp):
+        x = np.zeros((1, tp, 8), np.float32)
+        x[0, :len(feats)] = feats
+        m = np.arange(tp)[None] < len(feats)
+        out = model({"feats": x, "mask": m}, training=False)
+        lens = model.level_lengths(tp)
+        levels, start = [], 0
+        for n, s in zip(lens, model.fpn_strides):
+            k = math.ceil(len(feats) / s)                  # valid positions of this level
+            levels.append((np.asarray(out["cls_logits"])[0, start:start + k],
+                           np.asarray(out["offsets"])[0, start:start + k]))
+            start += n
+        dets = postprocess(np.asarray(out["cls_logits"])[0], np.asarray(out["offsets"])[0],
+                           np.asarray(out["mask"])[0], np.asarray(model.points(tp)), list(lens),
+                           dict(model.test_cfg), 10.0, 1.0, 1.0, len(feats) / 10.0)
+        return levels, dets
+
+    checked = 0
+    for t in sorted({1, s_max - 1, s_max, s_max + 1, div - 1, div, div + 1, 2 * div - 1, 70,
+                     127, 128}):
+        if t > 128:
+            continue
+        feats = rng.normal(size=(t, 8)).astype(np.float32)
+        tp = P.trimmed_eval_length(t, 128, div, s_max)
+        assert tp % div == 0 and tp <= 128
+        ref_levels, ref_dets = run(feats, P.eval_padded_length(t, 128, div))
+        got_levels, got_dets = run(feats, tp)
+        for (rc, ro), (gc, go) in zip(ref_levels, got_levels):
+            np.testing.assert_allclose(gc, rc, atol=1e-5, rtol=1e-5)
+            np.testing.assert_allclose(go, ro, atol=1e-5, rtol=1e-5)
+        np.testing.assert_array_equal(got_dets["labels"], ref_dets["labels"])
+        np.testing.assert_allclose(got_dets["scores"], ref_dets["scores"], rtol=1e-5)
+        np.testing.assert_allclose(got_dets["segments"], ref_dets["segments"], atol=1e-4)
+        checked += tp < 128
+    assert checked >= 3        # the trimming did shorten some of them
+    # the margin matters: padding a length just under a multiple of div only to that multiple
+    # leaves the coarsest level without a padded position, and its last outputs change
+    t = div - 1
+    feats = rng.normal(size=(t, 8)).astype(np.float32)
+    ref_levels, _ = run(feats, P.eval_padded_length(t, 128, div))
+    bad_levels, _ = run(feats, div)
+    assert not all(np.allclose(b[0], r[0], atol=1e-5) for b, r in zip(bad_levels, ref_levels))
+    # and `pad_for_eval(trim=True)` uses the same rule
+    x, m = af.pad_for_eval(model, feats, trim=True)
+    assert x.shape[1] == P.trimmed_eval_length(t, 128, div, s_max) and m.sum() == t

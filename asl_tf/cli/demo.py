@@ -274,11 +274,12 @@ def held_out_videos(ctx):
 
 
 def keras_detect(model, feats, fps, feat_stride, num_frames, duration):
-    """Whole-video inference with the reference padding rule, post-processed by edge.postprocess."""
+    """Whole-video inference (trimmed padding: the reference padding's outputs on the valid
+    frames, fewer frames to run), post-processed by edge.postprocess."""
     from asl_tf.compat.actionformer import pad_for_eval
     from edge.postprocess import postprocess
 
-    x, m = pad_for_eval(model, feats)
+    x, m = pad_for_eval(model, feats, trim=True)
     tp = x.shape[1]
     out = model({"feats": x, "mask": m}, training=False)
     get = lambda k: np.asarray(out[k])[0]  # noqa: E731

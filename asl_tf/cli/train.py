@@ -148,7 +148,8 @@ def train(cfg, workdir, *, strategy="default", mixed_precision="off", xla=False,
         if val_records:
             from asl_tf.evaluation import default_tious
             val_ds = pipeline.make_eval_dataset(val_records, reader, cfg.dataset,
-                                                max_div=model.max_div_factor, prefetch=False)
+                                                max_div=model.max_div_factor, prefetch=False,
+                                                max_stride=max(model.fpn_strides))
             eval_cb = training.EvalCallback(val_ds, val_records, default_tious(cfg.dataset.name),
                                             every=tc.eval_every)
             cbs += [eval_cb, keras.callbacks.ModelCheckpoint(
