@@ -18,7 +18,7 @@ set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 REPO="$(dirname "$HERE")"
 WHEELS="${WHEELS:-$HERE/wheels}"
-PKGS=(keras==3.15.1 namex optree rich markdown-it-py mdurl pygments h5py absl-py PyYAML packaging)
+PKGS=(keras==3.15.1 namex optree typing-extensions rich markdown-it-py mdurl pygments h5py absl-py PyYAML packaging)
 
 if [[ "${1:-}" == "--fetch" ]]; then
   mkdir -p "$WHEELS"
@@ -41,7 +41,7 @@ python3 -c "import jax" || { echo "this script needs JAX on the device" >&2; exi
 VENV="$OUTDIR/venv"
 python3 -m venv --system-site-packages "$VENV"
 # only the packages missing from the image are installed, from the local wheels
-"$VENV/bin/python" -m pip install -q --no-index --find-links "$WHEELS" keras==3.15.1 2>&1 | tail -n 3
+"$VENV/bin/python" -m pip install -q --no-index --find-links "$WHEELS" keras==3.15.1 PyYAML absl-py 2>&1 | tail -n 3
 
 cd "$REPO"
 KERAS_BACKEND=jax STEPS="$STEPS" PRECISION="$PRECISION" PYTHONPATH="$REPO" "$VENV/bin/python" - <<'PY'
@@ -79,7 +79,8 @@ class Timer(keras.callbacks.Callback):
         self.t0 = time.perf_counter()
 
     def on_train_batch_end(self, batch, logs=None):
-        jax.block_until_ready(model.trainable_variables[0].value)
+        # the step's outputs (the variables' values are purged from the model during a JAX fit)
+        jax.block_until_ready(logs)
         times.append(time.perf_counter() - self.t0)
 
 
