@@ -7,6 +7,8 @@
 #                                               # into bench/wheels/ (~10 MB, git-ignored)
 #   bench/device_train_step.sh [STEPS] [PRECISION]   # on the GPU machine (offline)
 #        STEPS default 20 (after 2 warm-up steps), PRECISION mixed_bfloat16 | mixed_float16 | float32
+#        (env CONFIG=configs/X.yaml: another config; tests/test_perf_paths.py runs the Python
+#        part with configs/demo.yaml on the JAX CPU backend)
 #
 # What travels to the device: the repository tree (asl_tf/, configs/, bench/) plus bench/wheels/
 # (keras 3.15.1 and the few pure-Python deps a JAX image usually lacks), well under 64 MiB.
@@ -44,7 +46,7 @@ python3 -m venv --system-site-packages "$VENV"
 "$VENV/bin/python" -m pip install -q --no-index --find-links "$WHEELS" keras==3.15.1 PyYAML absl-py 2>&1 | tail -n 3
 
 cd "$REPO"
-KERAS_BACKEND=jax STEPS="$STEPS" PRECISION="$PRECISION" PYTHONPATH="$REPO" "$VENV/bin/python" - <<'PY'
+KERAS_BACKEND=jax STEPS="$STEPS" PRECISION="$PRECISION" CONFIG="${CONFIG:-configs/thumos14_i3d.yaml}" PYTHONPATH="$REPO" "$VENV/bin/python" - <<'PY'
 import json, os, time
 import numpy as np
 import jax, keras
@@ -54,7 +56,7 @@ from asl_tf.model.detector import ASLDetector
 
 assert keras.backend.backend() == "jax"
 steps, precision = int(os.environ["STEPS"]), os.environ["PRECISION"]
-cfg = load_config("configs/thumos14_i3d.yaml")
+cfg = load_config(os.environ.get("CONFIG", "configs/thumos14_i3d.yaml"))
 md = cfg.model_dict()              # ASL switches as in the config (all on)
 if precision != "float32":
     keras.mixed_precision.set_global_policy(precision)
@@ -68,8 +70,9 @@ model.compile(optimizer=training.build_optimizer(model, {"learning_rate": 1e-4, 
 b, t, c = 2, md["max_seq_len"], md["input_dim"]
 rng = np.random.default_rng(0)
 x = {"feats": rng.normal(size=(b, t, c)).astype(np.float32), "mask": np.ones((b, t), bool)}
-x["mask"][1, 2000:] = False
-y = {"gt_segments": np.array([[[100, 180], [600, 900], [1500, 1540]]] * b, np.float32),
+x["mask"][1, int(0.87 * t):] = False
+gt = np.array([[0.04, 0.08], [0.26, 0.39], [0.65, 0.67]]) * t      # 3 actions per video
+y = {"gt_segments": np.array([gt] * b, np.float32),
      "gt_labels": np.array([[1, 5, 9]] * b, np.int32)}
 times = []
 

@@ -44,3 +44,26 @@ def test_shifted_matmul_conv_matches_conv(kernel_size, cin, cout):
     for ref, got in zip(*results):
         np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * float(np.abs(ref).max()))
     assert np.all(results[1][0][1, 9:] == 0.0)  # padded frames are zero
+
+
+def test_device_train_step_script_runs_on_jax_without_a_gpu():
+    """The Python part of bench/device_train_step.sh (run on a GPU machine with JAX and no
+    TensorFlow) trains and times steps: here on the JAX CPU backend, demo config, 1 step."""
+    import json
+    import os
+    import re
+    import subprocess
+    import sys
+
+    from conftest import REPO
+    script = open(os.path.join(REPO, "bench", "device_train_step.sh")).read()
+    body = re.search(r"<<'PY'\n(.*?)\nPY\n", script, re.S).group(1)
+    env = dict(os.environ, KERAS_BACKEND="jax", STEPS="1", PRECISION="float32",
+               CONFIG="configs/demo.yaml", PYTHONPATH=str(REPO), CUDA_VISIBLE_DEVICES="",
+               JAX_PLATFORMS="cpu")
+    res = subprocess.run([sys.executable, "-c", body], cwd=REPO, env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(res.stdout[res.stdout.index("{"):])
+    assert out["backend"] == "jax" and out["seq_len"] == 512
+    assert out["median_s_per_step"] > 0 and np.isfinite(out["loss"])
