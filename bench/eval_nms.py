@@ -26,6 +26,9 @@ from asl_tf.evaluation import (GroundTruth, Predictions, average_map,  # noqa: E
                                topkx_recall)
 from edge.postprocess import batched_nms  # noqa: E402
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
+from eval_loop_reference import loop_soft_nms  # noqa: E402  (the tests' literal port)
+
 
 # ---------------------------------------------------------------------------------------------
 # straightforward loop implementations (the baseline the vectorised code is compared with)
@@ -111,37 +114,6 @@ def loop_average_map(gt_rows, pred_rows, tious, dedup=True):
         for t in range(len(tious)):
             ap[t, ci] = _interp_ap(prec[t], rec[t])
     return ap
-
-
-def loop_soft_nms(segs, scores, sigma, min_score):
-    """Literal port of the reference C++ soft-NMS loop; returns [(input index, score)]."""
-    f = np.float32
-    x1, x2 = list(segs[:, 0].astype(f)), list(segs[:, 1].astype(f))
-    sc = list(scores.astype(f))
-    area = [f(b - a) + f(1e-6) for a, b in zip(x1, x2)]
-    inds = list(range(len(sc)))
-    n, out, i = len(sc), [], 0
-    while i < n:
-        mx, mp = sc[i], i
-        for p in range(i + 1, n):
-            if mx < sc[p]:
-                mx, mp = sc[p], p
-        for arr in (x1, x2, sc, area, inds):
-            arr[i], arr[mp] = arr[mp], arr[i]
-        out.append((inds[i], sc[i]))
-        p = i + 1
-        while p < n:
-            inter = max(f(0), min(x2[i], x2[p]) - max(x1[i], x1[p]))
-            ovr = f(inter / (area[i] + area[p] - inter))
-            sc[p] = f(sc[p] * f(np.exp(-(ovr * ovr) / f(sigma))))
-            if sc[p] < f(min_score):
-                for arr in (x1, x2, sc, area, inds):
-                    arr[p] = arr[n - 1]
-                n -= 1
-                p -= 1
-            p += 1
-        i += 1
-    return out
 
 
 def loop_batched_soft_nms(segs, scores, labels, sigma, min_score, max_seg_num, multiclass):

@@ -1,6 +1,7 @@
 """Test helper: a plain per-prediction loop of ActionFormer's ANETdetection average precision
 (written from the reference's description, independently of asl_tf.evaluation), plus a small
-random detection-run generator. Kept inside tests/ so it travels with the Bazel test targets."""
+random detection-run generator, and a literal loop port of the reference's soft-NMS. Kept
+inside tests/ so it travels with the Bazel test targets."""
 import numpy as np
 
 from asl_tf.evaluation import GroundTruth, Predictions
@@ -66,6 +67,41 @@ def loop_average_map(gt_rows, pred_rows, tious, dedup=True):
             fp_c = np.cumsum(1.0 - np.asarray(tp))
             ap[t, ci] = _voc_ap(tp_c / (tp_c + fp_c), tp_c / len(gts))
     return ap
+
+
+def loop_soft_nms(segs, scores, sigma, min_score):
+    """Literal port of the reference C++ soft-NMS loop (order effects on ties included);
+    returns [(input index, score)]. Shared by tests/test_postprocess.py and bench/eval_nms.py."""
+    f = np.float32
+    x1 = list(segs[:, 0].astype(f))
+    x2 = list(segs[:, 1].astype(f))
+    sc = list(scores.astype(f))
+    area = [f(b - a) + f(1e-6) for a, b in zip(x1, x2)]
+    inds = list(range(len(sc)))
+    n = len(sc)
+    out = []
+    i = 0
+    while i < n:
+        mx, mp = sc[i], i
+        for p in range(i + 1, n):
+            if mx < sc[p]:
+                mx, mp = sc[p], p
+        for arr in (x1, x2, sc, area, inds):
+            arr[i], arr[mp] = arr[mp], arr[i]
+        out.append((inds[i], sc[i]))
+        p = i + 1
+        while p < n:
+            inter = max(f(0), min(x2[i], x2[p]) - max(x1[i], x1[p]))
+            ovr = f(inter / (area[i] + area[p] - inter))
+            sc[p] = f(sc[p] * f(np.exp(-(ovr * ovr) / f(sigma))))
+            if sc[p] < f(min_score):
+                for arr in (x1, x2, sc, area, inds):
+                    arr[p] = arr[n - 1]
+                n -= 1
+                p -= 1
+            p += 1
+        i += 1
+    return out
 
 
 def random_run(n_videos, n_preds, n_classes, seed=0, duration=100.0, gt_per_video=4):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import FIXTURES
+from eval_loop_reference import loop_soft_nms as _softnms_loop
 from edge.postprocess import (batched_nms, decode, make_points, postprocess, sigmoid,
                               to_seconds)
 
@@ -48,39 +49,6 @@ def test_all_six_modes_covered():
 
 
 # ---- literal loop ports of the reference C++ control flow, to test order effects on ties ----
-
-def _softnms_loop(segs, scores, sigma, min_score):
-    f = np.float32
-    x1 = list(segs[:, 0].astype(f))
-    x2 = list(segs[:, 1].astype(f))
-    sc = list(scores.astype(f))
-    area = [f(b - a) + f(1e-6) for a, b in zip(x1, x2)]
-    inds = list(range(len(sc)))
-    n = len(sc)
-    out = []
-    i = 0
-    while i < n:
-        mx, mp = sc[i], i
-        for p in range(i + 1, n):
-            if mx < sc[p]:
-                mx, mp = sc[p], p
-        for arr in (x1, x2, sc, area, inds):
-            arr[i], arr[mp] = arr[mp], arr[i]
-        out.append((inds[i], sc[i]))
-        p = i + 1
-        while p < n:
-            inter = max(f(0), min(x2[i], x2[p]) - max(x1[i], x1[p]))
-            ovr = f(inter / (area[i] + area[p] - inter))
-            sc[p] = f(sc[p] * f(np.exp(-(ovr * ovr) / f(sigma))))
-            if sc[p] < f(min_score):
-                for arr in (x1, x2, sc, area, inds):
-                    arr[p] = arr[n - 1]
-                n -= 1
-                p -= 1
-            p += 1
-        i += 1
-    return out
-
 
 def _hardnms_loop(segs, scores, thr, min_score):
     f = np.float32

@@ -12,7 +12,7 @@ from asl_tf.model.layers import (PACKAGE, ConvBlock, LayerNorm, MaskedConv1D, Tr
 
 
 class _EmbeddingMixin:
-    """What both backbones share: the conv embedding (arch[0] x (MaskedConv k -> LN -> ReLU)),
+    """What both backbones share: the conv embedding (arch[0] x (MaskedConv k -> LN -> ReLU)), `build`,
     the stem -> branch pyramid walk and the PyTorch parameter names."""
 
     def _make_embedding(self):
@@ -21,12 +21,14 @@ class _EmbeddingMixin:
         self.embd_norm = [LayerNorm(name=f"embd_norm_{i}") if self.with_ln else None
                           for i in range(self.arch[0])]
 
-    def _build_embedding(self, input_shape):
+    def build(self, input_shape):
         shape = tuple(input_shape)
         for i, conv in enumerate(self.embd):
             conv.build(shape if i == 0 else shape[:-1] + (self.n_embd,))
             if self.embd_norm[i] is not None:
                 self.embd_norm[i].build(shape[:-1] + (self.n_embd,))
+        for blk in self.stem + self.branch:
+            blk.build(shape[:-1] + (self.n_embd,))
 
     def _embed(self, x, mask):
         for conv, norm in zip(self.embd, self.embd_norm):
@@ -97,12 +99,6 @@ class ConvTransformerBackbone(_EmbeddingMixin, keras.layers.Layer):
                                         self.mha_win_size[1 + i], name=f"branch_{i}", **block)
                        for i in range(self.arch[2])]
 
-    def build(self, input_shape):
-        self._build_embedding(input_shape)
-        shape = tuple(input_shape)[:-1] + (self.n_embd,)
-        for blk in self.stem + self.branch:
-            blk.build(shape)
-
     def call(self, x, mask, training=False):
         x, mask = self._embed(x, mask)
         if self.use_abs_pe:
@@ -137,12 +133,6 @@ class ConvBackbone(_EmbeddingMixin, keras.layers.Layer):
         self.stem = [ConvBlock(self.n_embd, 3, 1, name=f"stem_{i}") for i in range(self.arch[1])]
         self.branch = [ConvBlock(self.n_embd, 3, self.scale_factor, name=f"branch_{i}")
                        for i in range(self.arch[2])]
-
-    def build(self, input_shape):
-        self._build_embedding(input_shape)
-        shape = tuple(input_shape)[:-1] + (self.n_embd,)
-        for blk in self.stem + self.branch:
-            blk.build(shape)
 
     def call(self, x, mask, training=False):
         x, mask = self._embed(x, mask)
