@@ -12,8 +12,8 @@ from asl_tf.model.layers import (PACKAGE, ConvBlock, LayerNorm, MaskedConv1D, Tr
 
 
 class _EmbeddingMixin:
-    """What both backbones share: the conv embedding (arch[0] x (MaskedConv k -> LN -> ReLU)), `build`,
-    the stem -> branch pyramid walk and the PyTorch parameter names."""
+    """What both backbones share: the conv embedding (arch[0] x (MaskedConv k -> LN -> ReLU)),
+    `build`, the stem -> branch pyramid walk and the PyTorch parameter names."""
 
     def _make_embedding(self):
         self.embd = [MaskedConv1D(self.n_embd, self.n_embd_ks, 1, use_bias=not self.with_ln,
