@@ -36,37 +36,44 @@ INT8_FLOAT_OPS = ("MEAN", "RSQRT", "SUB", "ADD", "MUL")
 
 
 @contextlib.contextmanager
-def int8_mask_constants(model, value=INT8_MASK_VALUE):
-    """Temporarily set the additive attention-mask constants (`pad_key`, `out_of_range`) of
-    every attention layer of `model` to `value`; they are read when the graph is traced, and
-    restored on exit. Yields the number of layers changed (0 for a model without them)."""
+def _layer_overrides(model, wanted):
+    """Temporarily set attributes of the layers of `model`: `wanted(layer)` returns a dict of
+    {attribute: value} for the layer (empty: leave it). Restored on exit; yields the number of
+    layers changed. The graph-building code reads these attributes when it is traced."""
     changed = []
     for layer in model._flatten_layers(include_self=False, recursive=True):
-        if hasattr(layer, "pad_key") and hasattr(layer, "out_of_range"):
-            changed.append((layer, layer.pad_key, layer.out_of_range))
-            layer.pad_key = layer.out_of_range = float(value)
+        values = wanted(layer)
+        if values:
+            changed.append((layer, {k: getattr(layer, k) for k in values}))
+            for k, v in values.items():
+                setattr(layer, k, v)
     try:
         yield len(changed)
     finally:
-        for layer, pad, out in changed:
-            layer.pad_key, layer.out_of_range = pad, out
+        for layer, old in changed:
+            for k, v in old.items():
+                setattr(layer, k, v)
 
 
-@contextlib.contextmanager
+def int8_mask_constants(model, value=INT8_MASK_VALUE):
+    """Context: the additive attention-mask constants (`pad_key`, `out_of_range`) of every
+    attention layer of `model` set to `value` (yields the number of layers changed)."""
+    def wanted(layer):
+        if hasattr(layer, "pad_key") and hasattr(layer, "out_of_range"):
+            return {"pad_key": float(value), "out_of_range": float(value)}
+        return {}
+    return _layer_overrides(model, wanted)
+
+
 def int8_layernorm_epsilon(model, floor=INT8_LN_EPSILON):
-    """Temporarily raise the epsilon of every LayerNorm layer of `model` to `floor` (the float
-    model is restored on exit). Yields the number of layers changed."""
-    changed = []
-    for layer in model._flatten_layers(include_self=False, recursive=True):
+    """Context: the epsilon of every LayerNorm layer of `model` raised to `floor` (yields the
+    number of layers changed)."""
+    def wanted(layer):
         eps = getattr(layer, "epsilon", None)
         if "LayerNorm" in type(layer).__name__ and isinstance(eps, float) and eps < floor:
-            changed.append((layer, eps))
-            layer.epsilon = floor
-    try:
-        yield len(changed)
-    finally:
-        for layer, eps in changed:
-            layer.epsilon = eps
+            return {"epsilon": floor}
+        return {}
+    return _layer_overrides(model, wanted)
 
 
 def convert(model, window, quantize="none", representative=None, float_ops=INT8_FLOAT_OPS):
