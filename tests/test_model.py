@@ -223,7 +223,7 @@ def _random_weights(model, seed):
 
 @pytest.mark.parametrize("variant", ["local_identity", "global_fpn_abspe"])
 def test_trimmed_eval_padding_gives_the_reference_outputs(variant):
-    """`trimmed_eval_length`: the valid frames' outputs and the detections equal those of the
+    """`eval_padded_length(..., max_stride)`: the valid frames' outputs and the detections equal those of the
     reference padding to max_seq_len; without the one-padded-position margin they do not."""
     import math
 
@@ -266,7 +266,7 @@ def test_trimmed_eval_padding_gives_the_reference_outputs(variant):
         if t > 128:
             continue
         feats = rng.normal(size=(t, 8)).astype(np.float32)
-        tp = P.trimmed_eval_length(t, 128, div, s_max)
+        tp = P.eval_padded_length(t, 128, div, s_max)
         assert tp % div == 0 and tp <= 128
         ref_levels, ref_dets = run(feats, P.eval_padded_length(t, 128, div))
         got_levels, got_dets = run(feats, tp)
@@ -287,4 +287,4 @@ def test_trimmed_eval_padding_gives_the_reference_outputs(variant):
     assert not all(np.allclose(b[0], r[0], atol=1e-5) for b, r in zip(bad_levels, ref_levels))
     # and `pad_for_eval(trim=True)` uses the same rule
     x, m = af.pad_for_eval(model, feats, trim=True)
-    assert x.shape[1] == P.trimmed_eval_length(t, 128, div, s_max) and m.sum() == t
+    assert x.shape[1] == P.eval_padded_length(t, 128, div, s_max) and m.sum() == t

@@ -37,6 +37,11 @@ def test_max_div_factor_and_eval_padding():
     assert P.eval_padded_length(181, 256, 256) == 256
     assert P.eval_padded_length(300, 256, 256) == 512  # golden long video: 300 -> 512
     assert P.eval_padded_length(2304, 2304, 576) == 2304
+    # trimmed (max_stride): one padded position at every level, then the next multiple of div
+    assert P.eval_padded_length(1229, 2304, 576, 32) == 1728   # needs 32 * (39 + 1) = 1280
+    assert P.eval_padded_length(575, 2304, 576, 32) == 1152    # 576 would leave level 5 full
+    assert P.eval_padded_length(2300, 2304, 576, 32) == 2304   # capped at max_seq_len
+    assert P.eval_padded_length(3000, 2304, 576, 32) == 3456   # longer videos: reference rule
 
 
 def test_truncate_keeps_a_gt_and_shifts():

@@ -266,15 +266,12 @@ def pad_for_eval(model, feats, trim=False):
     """Reference eval padding of one video: feats [T,C] -> (padded [1,T',C], mask [1,T']).
     T' = max_seq_len if T <= max_seq_len, else the next multiple of max_div_factor.
     trim=True: the shortest padding with the same outputs on the T valid frames
-    (`asl_tf.data.pipeline.trimmed_eval_length`); `detect` keeps the reference's."""
-    from asl_tf.data.pipeline import eval_padded_length, trimmed_eval_length
+    (`asl_tf.data.pipeline.eval_padded_length` with max_stride); `detect` keeps the reference's."""
+    from asl_tf.data.pipeline import eval_padded_length
 
     t = feats.shape[0]
-    if trim:
-        tp = trimmed_eval_length(t, int(model.max_seq_len), int(model.max_div_factor),
-                                 int(max(model.fpn_strides)))
-    else:
-        tp = eval_padded_length(t, int(model.max_seq_len), int(model.max_div_factor))
+    tp = eval_padded_length(t, int(model.max_seq_len), int(model.max_div_factor),
+                            int(max(model.fpn_strides)) if trim else None)
     out = np.zeros((1, tp, feats.shape[1]), np.float32)
     out[0, :t] = feats
     mask = np.zeros((1, tp), bool)

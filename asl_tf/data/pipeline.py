@@ -37,7 +37,7 @@ from asl_tf.data.features import resize_features
 
 __all__ = ["VideoGrid", "video_grid", "sec_to_grid", "grid_to_sec", "clean_training_segments",
            "truncate", "preprocess_train", "train_arrays", "make_train_dataset",
-           "make_eval_dataset", "eval_padded_length", "trimmed_eval_length", "max_div_factor", "max_gt_per_video",
+           "make_eval_dataset", "eval_padded_length", "max_div_factor", "max_gt_per_video",
            "steps_per_epoch", "MAX_TRUNC_TRIALS"]
 
 MAX_TRUNC_TRIALS = 200      # reference truncate_feats max_num_trials
@@ -66,30 +66,25 @@ def max_div_factor(model_cfg) -> int:
     return int(out)
 
 
-def eval_padded_length(t: int, max_seq_len: int, div: int) -> int:
-    """Reference eval padding: max_seq_len if t <= max_seq_len, else the next multiple of div."""
-    if t <= max_seq_len:
-        return int(max_seq_len)
-    return int((t + div - 1) // div * div)
+def eval_padded_length(t: int, max_seq_len: int, div: int,
+                       max_stride: Optional[int] = None) -> int:
+    """Padded length of a `t`-frame video at evaluation (batch 1).
 
-
-def trimmed_eval_length(t: int, max_seq_len: int, div: int, max_stride: int) -> int:
-    """Shortest padded length whose outputs on the `t` valid frames equal those of the
-    reference padding (`eval_padded_length`): the padding is only there to be ignored.
-
-    For t <= max_seq_len the reference pads to max_seq_len; this pads to the next multiple of
-    `div` that leaves at least one padded position at every pyramid level (stride s up to
-    `max_stride`): a valid position reads its padded neighbour (conv kernels, pooling) or
-    ignores it (attention: padded keys get -1e4, exp() of which is 0 in float32, the same as
-    keys past the end), and the first padded neighbour holds the same value either way
-    (masked outputs are 0; LayerNorm of 0 is beta), so every valid output is the same
-    computation. Positions past the first padded one are never read by a valid one. The
+    Reference rule (max_stride None): max_seq_len if t <= max_seq_len, else the next multiple
+    of div. With `max_stride` (the pyramid's largest stride) a t <= max_seq_len is padded only
+    as far as needed: to the next multiple of `div` that leaves at least one padded position at
+    every pyramid level. The outputs on the valid frames are then those of the reference rule:
+    a valid position reads its padded neighbour (conv kernels, pooling) or ignores it
+    (attention: padded keys get -1e4, exp() of which is 0 in float32, the same as keys past
+    the end), and the first padded neighbour holds the same value either way (masked outputs
+    are 0; LayerNorm of 0 is beta); positions past it are never read by a valid one, and the
     absolute PE uses the table's first rows in both. On THUMOS14 test (212 videos, I3D,
     max_seq_len 2304, div 576) this runs 30% fewer frames: 402,624 instead of 570,816.
-    Longer videos (t > max_seq_len) keep the reference rule.
     """
     if t > max_seq_len:
-        return eval_padded_length(t, max_seq_len, div)
+        return int((t + div - 1) // div * div)
+    if not max_stride:
+        return int(max_seq_len)
     need = max_stride * (-(-t // max_stride) + 1)
     return int(min(int(max_seq_len), -(-need // div) * div))
 
@@ -307,13 +302,10 @@ def make_train_dataset(records, reader, dataset_cfg, *, batch_size: int, seed: i
 def eval_example(record, reader, dataset_cfg, div: int, max_stride: Optional[int] = None):
     """One padded eval example as numpy: (feats [1, Lp, C], mask [1, Lp], meta dict).
     With `max_stride` (the pyramid's largest stride) the padding is trimmed
-    (`trimmed_eval_length`: same outputs on the valid frames, fewer frames to run)."""
+    (`eval_padded_length`: same outputs on the valid frames, fewer frames to run)."""
     grid = video_grid(record, reader(record.video_id), dataset_cfg)
     t, c = grid.feats.shape
-    if max_stride:
-        lp = trimmed_eval_length(t, dataset_cfg.max_seq_len, div, max_stride)
-    else:
-        lp = eval_padded_length(t, dataset_cfg.max_seq_len, div)
+    lp = eval_padded_length(t, dataset_cfg.max_seq_len, div, max_stride)
     feats = np.zeros((1, lp, c), np.float32)
     feats[0, :t] = grid.feats
     mask = (np.arange(lp) < t)[None]
@@ -325,7 +317,7 @@ def eval_example(record, reader, dataset_cfg, div: int, max_stride: Optional[int
 def make_eval_dataset(records, reader, dataset_cfg, *, max_div: int, prefetch: bool = True,
                       max_stride: Optional[int] = None):
     """Evaluation `tf.data.Dataset` of `(x, meta)` at batch 1 (file order, no truncation).
-    `max_stride`: trim the padding (`trimmed_eval_length`); None: the reference padding."""
+    `max_stride`: trim the padding (`eval_padded_length`); None: the reference padding."""
     import tensorflow as tf
 
     records = list(records)

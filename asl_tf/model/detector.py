@@ -282,8 +282,8 @@ class ASLDetector(keras.Model):
         dtype = self.compute_dtype
         x = ops.cast(feats, dtype)
         m = ops.expand_dims(ops.cast(mask, dtype), -1)
-        if self.input_drop is not None and training:
-            x = self.input_drop(x, training=True)
+        if self.input_drop is not None:
+            x = self.input_drop(x, training=training)
         b_feats, b_masks = self.backbone(x, m, training=training)
         f_feats, f_masks = self.neck(b_feats, b_masks)
         cls = self.cls_head(f_feats, f_masks)
