@@ -10,9 +10,7 @@ import sys
 
 from absl import app
 
-
-class UserError(ValueError):
-    """An error caused by the user's input (bad file, bad flag value)."""
+from asl_tf.errors import UserError  # noqa: F401  (re-exported: the CLIs raise it)
 
 
 def _prog():

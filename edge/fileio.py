@@ -1,0 +1,46 @@
+"""Atomic file output for the device runtime (a copy of asl_tf/fileio.py: edge/ must not import asl_tf): nothing is ever left half-written.
+
+`atomic_write(path)` yields a file object on a temp file beside `path`; on a clean exit the
+temp file gets the mode an ordinary `open(path, "w")` would give (0666 less the umask) and is
+renamed over `path`; on any exception (including KeyboardInterrupt) it is removed and
+`path` is left as it was. `atomic_path(path)` yields the temp *path* for writers that take a
+file name (Keras `save`, `np.save` to a name, h5py).
+"""
+import contextlib
+import os
+import tempfile
+
+
+def _umask_mode():
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+@contextlib.contextmanager
+def atomic_path(path, suffix=".part"):
+    """Yield a temp path in `path`'s folder; rename it over `path` when the block succeeds."""
+    path = os.fspath(path)
+    folder = os.path.dirname(path) or "."
+    base = os.path.basename(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=suffix, dir=folder)
+    os.close(fd)
+    try:
+        yield tmp
+        os.chmod(tmp, _umask_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_write(path, mode="w", encoding="utf-8"):
+    """`with atomic_write(p) as f: f.write(...)`: `p` appears complete or not at all."""
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_write: mode must be 'w' or 'wb', got {mode!r}")
+    with atomic_path(path) as tmp:
+        kwargs = {} if mode == "wb" else {"encoding": encoding}
+        with open(tmp, mode, **kwargs) as f:
+            yield f
