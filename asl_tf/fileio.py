@@ -7,8 +7,14 @@ renamed over `path`; on any exception (including KeyboardInterrupt) it is remove
 file name (Keras `save`, `np.save` to a name, h5py).
 """
 import contextlib
+import errno
 import os
 import tempfile
+
+from asl_tf.errors import UserError
+
+# Write failures that are the user's disk or path, not our code: reported naming the output.
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
 def _umask_mode():
@@ -23,15 +29,21 @@ def atomic_path(path, suffix=".part"):
     path = os.fspath(path)
     folder = os.path.dirname(path) or "."
     base = os.path.basename(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=suffix, dir=folder)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=suffix, dir=folder)
+    except OSError as err:
+        raise UserError(f"{path}: cannot write here ({err.strerror or err})") from err
     os.close(fd)
     try:
         yield tmp
         os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(OSError):
             os.remove(tmp)
+        if isinstance(err, OSError) and err.errno in _DISK_ERRNOS:
+            raise UserError(f"{path}: write failed ({err.strerror or err}); "
+                            "nothing was written") from err
         raise
 
 

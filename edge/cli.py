@@ -11,19 +11,24 @@
 `--out -` writes to stdout as it goes. `bench` prints JSON: model latency per window, end-to-end
 streaming latency per second of video, real-time factor and peak RSS.
 
-argparse only; a user error prints one line `asl-edge: error: ...` and exits 2.
+argparse only; a user error (bad flag, bad or damaged file, unwritable output, full disk)
+prints one line `asl-edge: error: ...` and exits 2 (`--debug`: with its traceback); Ctrl-C exits
+130 without a traceback; anything else is a bug and shows its traceback.
 """
 import argparse
+import contextlib
+import errno
 import json
 import logging
 import os
 import resource
 import sys
-import tempfile
 import time
+import zipfile
 
 import numpy as np
 
+from edge.fileio import atomic_write
 from edge.runtime import EdgeModel
 from edge.stream import StreamingDetector, default_duration, detect_video
 
@@ -54,6 +59,8 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def common(p):
+        p.add_argument("--debug", action="store_true",
+                       help="show the traceback of user errors too")
         p.add_argument("--model", required=True, help="exported .tflite or .onnx (with sidecar)")
         p.add_argument("--threads", type=_positive(int), default=None,
                        help="interpreter threads (default: the runtime's choice)")
@@ -96,8 +103,18 @@ def _load_features(path):
         raise FileNotFoundError(f"{path}: features file not found")
     try:
         feats = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError) as err:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
         raise ValueError(f"{path}: not a .npy array ({err})") from None
+    if isinstance(feats, np.lib.npyio.NpzFile):  # .npz: one array, [T, C]
+        with contextlib.closing(feats):
+            names = list(feats.files)
+            if len(names) != 1:
+                raise ValueError(f"{path}: a .npz features file must hold one [T, C] array, "
+                                 f"got {len(names)} ({', '.join(names[:5])})")
+            try:
+                feats = feats[names[0]]
+            except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+                raise ValueError(f"{path}: damaged array {names[0]!r} ({err})") from None
     if feats.ndim != 2:
         raise ValueError(f"{path}: features must be [T, C], got shape {list(feats.shape)}")
     if feats.shape[0] == 0:
@@ -107,18 +124,15 @@ def _load_features(path):
     return feats
 
 
-def _atomic_open(path):
-    """A temp file beside `path`; returns (file, commit) where commit() renames it."""
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=os.path.dirname(path) or ".")
-    f = os.fdopen(fd, "w", encoding="utf-8")
-
-    def commit(ok=True):
-        f.close()
-        if ok:
-            os.replace(tmp, path)
-        elif os.path.exists(tmp):
-            os.remove(tmp)
-    return f, commit
+def _check_out(path):
+    """Refuse an output path that cannot become a file, before any work is done."""
+    if path in (None, "-"):
+        return
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"--out {path}: is a folder; give a file name")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"--out {path}: folder {folder} does not exist")
 
 
 def _public(d, video_id=None, stream=False):
@@ -131,6 +145,7 @@ def _public(d, video_id=None, stream=False):
 
 
 def cmd_run(args):
+    _check_out(args.out)
     feats = _load_features(args.features)
     model = EdgeModel(args.model, num_threads=args.threads)
     if feats.shape[1] != model.input_dim:
@@ -150,26 +165,18 @@ def cmd_run(args):
             json.dump(doc, sys.stdout)
             sys.stdout.write("\n")
             return 0
-        f, commit = _atomic_open(args.out)
-        try:
+        with atomic_write(args.out) as f:
             json.dump(doc, f, indent=1)
             f.write("\n")
-        except BaseException:
-            commit(False)
-            raise
-        commit()
         logging.info("%s: %d detections -> %s", video_id, len(dets), args.out)
         return 0
 
     det = StreamingDetector(model, hop=args.hop, **meta)
     duration = args.duration or default_duration(len(feats), det.fps, det.feat_stride,
                                                  det.num_frames)
-    if args.out == "-":
-        f, commit = sys.stdout, (lambda ok=True: sys.stdout.flush())
-    else:
-        f, commit = _atomic_open(args.out)
+    out = contextlib.nullcontext(sys.stdout) if args.out == "-" else atomic_write(args.out)
     count = 0
-    try:
+    with out as f:
         for i in range(0, len(feats), args.chunk):
             for d in det.push(np.asarray(feats[i:i + args.chunk])):
                 f.write(json.dumps(_public(d, video_id, True)) + "\n")
@@ -178,10 +185,6 @@ def cmd_run(args):
         for d in det.flush(duration=duration):
             f.write(json.dumps(_public(d, video_id, True)) + "\n")
             count += 1
-    except BaseException:
-        commit(False)
-        raise
-    commit()
     logging.info("%s: %d detections streamed (%d windows, %d steps dropped)", video_id, count,
                  det.windows_run, det.dropped_steps)
     return 0
@@ -202,6 +205,7 @@ def _peak_rss_mb():
 
 
 def cmd_bench(args):
+    _check_out(args.out)
     model = EdgeModel(args.model, num_threads=args.threads)
     rng = np.random.default_rng(0)
     w, c = model.window, model.input_dim
@@ -245,10 +249,30 @@ def cmd_bench(args):
     text = json.dumps(report, indent=1)
     print(text)
     if args.out:
-        f, commit = _atomic_open(args.out)
-        f.write(text + "\n")
-        commit()
+        with atomic_write(args.out) as f:
+            f.write(text + "\n")
     return 0
+
+
+# OSError numbers that mean the user's path or disk (a copy of asl_tf/cli/_common.py's list).
+_USER_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EFBIG,
+                errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENAMETOOLONG}
+
+
+def _user_error_text(err):
+    """One line for a user error, or None for a bug (which keeps its traceback)."""
+    if isinstance(err, OSError):
+        if err.errno not in _USER_ERRNOS and not isinstance(
+                err, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
+            return None
+        text = err.strerror or str(err)
+        name = err.filename
+        if name is not None and os.path.basename(str(name)).startswith("."):
+            name = f"cannot write in {os.path.dirname(str(name)) or '.'}"  # our temp file
+        return f"{name}: {text}" if name is not None and str(name) not in text else str(err)
+    if isinstance(err, (ValueError, zipfile.BadZipFile)):
+        return str(err).split("\n")[0]
+    return None
 
 
 def main(argv=None):
@@ -258,8 +282,19 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         code = cmd_run(args) if args.command == "run" else cmd_bench(args)
-    except (ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError) as err:
-        print(f"{PROG}: error: {err}", file=sys.stderr)
+        sys.stdout.flush()
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except Exception as err:  # noqa: BLE001  (classified: bugs re-raise)
+        text = _user_error_text(err)
+        if text is None or args.debug:
+            raise
+        print(f"{PROG}: error: {text}", file=sys.stderr)
         return 2
     return code
 

@@ -85,10 +85,12 @@ def convert(config, checkpoint, out, ema=False, config_format="auto", force=Fals
         raise ValueError(f"--out {out}: the output file must end in .keras")
     if os.path.exists(out) and not force:
         raise FileExistsError(f"--out {out}: exists (use --force to overwrite)")
+    if not os.path.isfile(checkpoint):
+        raise FileNotFoundError(f"--checkpoint {checkpoint}: no such file")
+    folder = os.path.dirname(os.path.abspath(out))
+    os.makedirs(folder, exist_ok=True)  # an unwritable --out fails here, before the model
     model = af.model_from_config(load_model_section(config, config_format))
     af.load_state_dict(model, checkpoint, ema=ema)
-    folder = os.path.dirname(os.path.abspath(out))
-    os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".keras", dir=folder, prefix=".asl-import-")
     os.close(fd)
     try:
