@@ -185,6 +185,7 @@ def cmd_run(args):
         for d in det.flush(duration=duration):
             f.write(json.dumps(_public(d, video_id, True)) + "\n")
             count += 1
+        f.flush()
     logging.info("%s: %d detections streamed (%d windows, %d steps dropped)", video_id, count,
                  det.windows_run, det.dropped_steps)
     return 0
