@@ -343,8 +343,10 @@ def _read_yaml(path: str, _stack=()) -> dict:
     if not os.path.exists(path):
         raise FileNotFoundError(f"config file not found: {path}")
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             raw = yaml.safe_load(f)
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason})") from None
     except yaml.YAMLError as err:
         raise ValueError(f"{path}: not valid YAML: {err}".replace("\n", " ")) from None
     raw = {} if raw is None else raw
@@ -429,6 +431,13 @@ def _check_consistency(cfg: ExperimentConfig, source: str) -> None:
     if ds.class_names is not None and len(ds.class_names) != ds.num_classes:
         raise ValueError(f"{source}: 'dataset.class_names' has {len(ds.class_names)} names, "
                          f"num_classes is {ds.num_classes}")
+    t = cfg.train_cfg
+    if t.batch_size < 1:
+        raise ValueError(f"{source}: 'train_cfg.batch_size' must be >= 1, got {t.batch_size}")
+    if t.epochs < 0 or t.warmup_epochs < 0 or t.epochs + t.warmup_epochs < 1:
+        raise ValueError(f"{source}: 'train_cfg.epochs' ({t.epochs}) and "
+                         f"'train_cfg.warmup_epochs' ({t.warmup_epochs}) must be >= 0 and train "
+                         "at least one epoch together")
     # model's derived keys are always the dataset's after loading
     m.input_dim, m.num_classes, m.max_seq_len = ds.input_dim, ds.num_classes, ds.max_seq_len
 

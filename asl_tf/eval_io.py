@@ -21,6 +21,7 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 from absl import logging
 
+from asl_tf.errors import UserError
 from asl_tf.evaluation import GroundTruth, Predictions
 
 __all__ = ["load_ground_truth", "load_predictions", "ClassMap"]
@@ -37,6 +38,8 @@ class ClassMap:
     def resolve(self, label, where: str) -> int:
         """A prediction label (id or name) -> id; ValueError naming `where` if unknown."""
         if isinstance(label, (bool, np.bool_)):
+            raise ValueError(f"{where}: label {label!r} is not a class id or name")
+        if not isinstance(label, (str, int, float, np.integer, np.floating)):
             raise ValueError(f"{where}: label {label!r} is not a class id or name")
         lab = label
         if isinstance(lab, str):
@@ -63,12 +66,24 @@ class ClassMap:
         return lab
 
 
+def _read_text(path):
+    """The file's text; ValueError naming the file when it is not UTF-8 text."""
+    try:
+        with open(path, "r", encoding="utf8", newline="") as f:
+            text = f.read()
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason}); "
+                         "is it a binary file?") from None
+    if "\x00" in text:
+        raise ValueError(f"{path}: holds NUL bytes: a binary file, not text")
+    return text
+
+
 def _read_json(path):
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such file")
     try:
-        with open(path, "r", encoding="utf8") as f:
-            return json.load(f)
+        return json.loads(_read_text(path))
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: not valid JSON ({err})") from None
 
@@ -230,11 +245,7 @@ def _rows_to_predictions(rows, classes: ClassMap, path):
     return preds
 
 
-def _csv_rows(path):
-    with open(path, "r", encoding="utf8", newline="") as f:
-        text = f.read()
-    if not text.strip():
-        return []
+def _csv_rows(path, text):
     reader = csv.reader(text.splitlines())
     header = [h.strip() for h in next(reader)]
     col = {}
@@ -304,16 +315,18 @@ def load_predictions(path, classes: Optional[ClassMap] = None) -> Predictions:
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such file")
     classes = classes or ClassMap()
+    text = _read_text(path)
+    if not text.strip():  # a crashed writer, not "no detections": refuse
+        raise UserError(f"{path}: the predictions file is empty (write the CSV header or "
+                        "{\"results\": {}} for a run without detections)")
     if path.lower().endswith(".json"):
-        with open(path, "r", encoding="utf8") as f:
-            text = f.read()
-        if not text.strip():
-            rows = []
-        else:
-            try:
-                rows = _json_rows(json.loads(text), path)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}: not valid JSON ({err})") from None
+        try:
+            rows = _json_rows(json.loads(text), path)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: not valid JSON ({err})") from None
     else:
-        rows = _csv_rows(path)
+        try:
+            rows = _csv_rows(path, text)
+        except csv.Error as err:
+            raise UserError(f"{path}: not a readable CSV ({err})") from None
     return _rows_to_predictions(rows, classes, path)

@@ -12,6 +12,7 @@ from the model's own input/output details, looked up by name (`feats`, `mask`, `
     out["offsets"]                    # [ΣT_l, 2] float32, stride units
 """
 import json
+import math
 import os
 
 import numpy as np
@@ -39,6 +40,44 @@ def _clean_name(name):
     return name
 
 
+def _is_num(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_meta_types(meta, path):
+    """Each sidecar field has the type the runtime needs; raise ValueError naming the field."""
+    def bad(field, want):
+        raise ValueError(f"{path}: field '{field}' must be {want}, got {meta.get(field)!r}")
+
+    for key in ("window", "input_dim", "num_classes"):
+        if not (_is_num(meta[key]) and int(meta[key]) == meta[key] and meta[key] > 0):
+            bad(key, "a positive integer")
+    for key in ("fpn_strides", "level_lengths"):
+        v = meta[key]
+        if not (isinstance(v, list) and v and all(_is_num(x) and int(x) == x and x > 0
+                                                  for x in v)):
+            bad(key, "a non-empty list of positive integers")
+    rr = meta["regression_range"]
+    if not (isinstance(rr, list) and all(isinstance(r, list) and len(r) == 2 and
+                                         all(isinstance(x, (int, float)) and not
+                                             isinstance(x, bool) for x in r) for r in rr)):
+        bad("regression_range", "a list of [low, high] number pairs")
+    cfg = meta["test_cfg"]
+    if not isinstance(cfg, dict):
+        bad("test_cfg", "an object")
+    if "nms_method" in cfg and cfg["nms_method"] not in ("soft", "hard", "none"):
+        raise ValueError(f"{path}: field 'test_cfg.nms_method' must be soft, hard or none, got "
+                         f"{cfg['nms_method']!r}")
+    for key in VIDEO_KEYS:
+        v = meta.get(key)
+        if v is not None and not (_is_num(v) and v > 0):
+            bad(key, "a positive number or null")
+    names = meta.get("class_names")
+    if names is not None and not (isinstance(names, list) and
+                                  all(isinstance(n, str) for n in names)):
+        bad("class_names", "a list of strings or null")
+
+
 def load_meta(path, model_path):
     """Read and check a sidecar JSON; raise ValueError naming the file and the field."""
     if not os.path.exists(path):
@@ -56,6 +95,7 @@ def load_meta(path, model_path):
     for key in META_KEYS:
         if key not in meta:
             raise ValueError(f"{path}: missing field '{key}'")
+    _check_meta_types(meta, path)
     if len(meta["fpn_strides"]) != len(meta["level_lengths"]):
         raise ValueError(f"{path}: fields 'fpn_strides' and 'level_lengths' differ in length")
     if len(meta["regression_range"]) != len(meta["level_lengths"]):

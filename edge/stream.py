@@ -56,6 +56,9 @@ def run_nms(segs, scores, labels, test_cfg, max_seg_num=None):
     """`edge.postprocess.batched_nms` with the switches of a test config (`nms_method` none /
     soft / hard, `multiclass_nms`, ...). Inputs `[N,2]`, `[N]`, `[N]`; sorted outputs."""
     cfg = merge_test_cfg(test_cfg)
+    if cfg["nms_method"] not in ("soft", "hard", "none"):
+        raise ValueError(f"test_cfg.nms_method must be soft, hard or none, got "
+                         f"{cfg['nms_method']!r}")
     if str(cfg["nms_method"]) == "none":
         order = np.argsort(-scores, kind="stable")
         if max_seg_num is not None:

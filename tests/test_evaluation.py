@@ -178,8 +178,10 @@ def test_prediction_formats_agree(tmp_path, visible):
     (tmp_path / "empty.csv").write_text("video-id,t-start,t-end,label,score\n")
     (tmp_path / "empty2.csv").write_text("")
     (tmp_path / "empty.json").write_text('{"results": {}}')
-    for f in ("empty.csv", "empty2.csv", "empty.json"):
+    for f in ("empty.csv", "empty.json"):
         assert len(load_predictions(tmp_path / f, classes)) == 0
+    with pytest.raises(ValueError, match="empty2.csv: the predictions file is empty"):
+        load_predictions(tmp_path / "empty2.csv", classes)  # 0 bytes: a crashed writer
 
 
 def test_split_matching_nothing_is_refused():

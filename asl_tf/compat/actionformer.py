@@ -13,6 +13,8 @@ No torch is needed or imported: `.pth` files go through `asl_tf.compat.torch_pic
 import copy
 import os
 import re
+import zipfile
+import zlib
 
 import numpy as np
 
@@ -22,6 +24,7 @@ from asl_tf.compat import torch_pickle
 from asl_tf.compat.actionformer_train import gradients, training_losses
 from asl_tf.compat.torch_names import torch_name_map
 from asl_tf.data.pipeline import pad_for_eval
+from asl_tf.errors import UserError
 from asl_tf.model.detector import (MODEL_DEFAULTS, TEST_DEFAULTS, TRAIN_DEFAULTS, ASLDetector,
                                    build_detector)
 
@@ -104,8 +107,13 @@ def read_state_dict(source, ema=False):
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{path}: checkpoint not found")
         if path.endswith(".npz"):
-            with np.load(path, allow_pickle=False) as z:
-                obj = {k: z[k] for k in z.files}
+            try:
+                with np.load(path, allow_pickle=False) as z:
+                    obj = {k: z[k] for k in z.files}
+            except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+                raise UserError(f"{path}: damaged or unreadable .npz checkpoint ({err})") from None
+            except ValueError as err:  # e.g. a pickled object array
+                raise UserError(f"{path}: not a checkpoint of plain arrays ({err})") from None
         else:
             obj = torch_pickle.load(path)
     elif isinstance(source, dict):

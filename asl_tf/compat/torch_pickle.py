@@ -14,8 +14,11 @@ import collections
 import os
 import pickle
 import zipfile
+import zlib
 
 import numpy as np
+
+from asl_tf.errors import UserError
 
 _STORAGE_DTYPES = {
     "FloatStorage": np.float32, "DoubleStorage": np.float64, "HalfStorage": np.float16,
@@ -129,6 +132,15 @@ def load(path):
     if not zipfile.is_zipfile(path):
         raise ValueError(f"{path}: not a torch zip checkpoint (the legacy pre-1.6 torch.save "
                          f"format is not supported; re-save it with a recent torch)")
+    try:
+        return _load_zip(path)
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as err:
+        if isinstance(err, (FileNotFoundError, PermissionError)):
+            raise
+        raise UserError(f"{path}: damaged checkpoint archive ({err})") from None
+
+
+def _load_zip(path):
     with zipfile.ZipFile(path) as zf:
         names = zf.namelist()
         pkls = [n for n in names if n.endswith("data.pkl") and n.count("/") == 1]

@@ -162,10 +162,28 @@ def _open_text(path, newline=None):
     return open(path, newline=newline)
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs):
+    """json object hook: a key given twice (a video id, a field) is refused, not collapsed."""
+    out = {}
+    for k, v in pairs:
+        if k in out:
+            raise _DuplicateKey(k)
+        out[k] = v
+    return out
+
+
 def _load_json(path):
     try:
         with _open_text(path) as f:
-            return json.load(f)
+            return json.load(f, object_pairs_hook=_unique_keys)
+    except _DuplicateKey as err:
+        raise ValueError(f"{path}: key {err.args[0]!r} appears twice in one object (video ids "
+                         "and fields must be unique; the second would silently replace the "
+                         "first)") from None
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: not valid JSON ({err})") from None
     except (UnicodeDecodeError, OSError, EOFError):
@@ -217,6 +235,10 @@ class _Builder:
         self.dur_from_segments = 0
 
     def video(self, vid, subset, duration, fps):
+        if duration is not None and duration < 0:
+            raise _err(self.path, vid, "duration", f"must be >= 0 s, got {duration}")
+        if fps is not None and not fps > 0:
+            raise _err(self.path, vid, "fps", f"must be > 0, got {fps}")
         if vid not in self.videos:
             self.videos[vid] = {"subset": subset, "duration": duration, "fps": fps, "rows": []}
         return self.videos[vid]

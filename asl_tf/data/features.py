@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import zipfile
+import zlib
 import os
 from typing import Iterable, Optional, Sequence
 
@@ -136,8 +138,8 @@ class FeatureReader:
                     arr = np.asarray(h5[key][()])
             else:
                 arr = np.load(path, allow_pickle=False)
-        except (OSError, EOFError) as err:
-            # np.load / h5py on a truncated or empty file
+        except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+            # np.load / h5py on a truncated, CRC-damaged or empty file
             raise ValueError(f"{path}: video '{video_id}': unreadable feature file ({err})") from None
         except ValueError as err:
             if str(path) in str(err):
