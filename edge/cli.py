@@ -6,7 +6,10 @@
 
 `run` offline writes `{"video_id", "detections": [{"segment": [s, e], "score", "label",
 "label_name"}]}` sorted by score (the model's exported test config; segments clamped to
-`[0, duration]` s). `run --stream` pushes the features one chunk at a time (`--chunk`, default
+`[0, duration]` s). Offline, a video of at most the exported window is exactly one whole-video
+inference; a longer video runs windows every `--hop` steps and merges them (edge/stream.py,
+`detect_video`: each point decoded by the window where it is most central, one NMS over the
+video; it differs from a whole-video pass in per-window top-k and context). `run --stream` pushes the features one chunk at a time (`--chunk`, default
 1 step) and writes one JSON line per detection as it is finalised, with its latency;
 `--out -` writes to stdout as it goes. `bench` prints JSON: model latency per window, end-to-end
 streaming latency per second of video, real-time factor and peak RSS.

@@ -14,7 +14,8 @@ How it works (all positions in feature steps = feature-grid units):
   most central, so the candidate set is that of one pass over the video. The rest of a window's
   points get `mask=False` before `edge.postprocess.decode`.
 * **Clipping.** A window's segments are clipped to its own span `[s_j, s_j + W]` (the first
-  window's start is not clipped): a future window can then only produce candidates starting at
+  window's start is not clipped, nor the last window's end: the duration clamps it in seconds,
+  as in a whole-video pass): a future window can then only produce candidates starting at
   or after its own start.
 * **Cross-window NMS, finalisation.** Candidates wait in a pool. After window j, no future
   candidate can start before `c = s_{j+1}`. The pool is split into connected groups of
@@ -105,6 +106,9 @@ class StreamingDetector:
       fps, feat_stride, num_frames: video meta for seconds (default: the sidecar's).
       test_cfg: overrides of the model's exported test config.
       max_delay: steps a closed detection may wait for its overlap group (default: window).
+      total_steps: the stream's length when it is known in advance (offline mode): the window
+        that reaches it is the last one and is decoded in one piece, so a video of at most
+        `window` steps is exactly one whole-video inference.
 
     `push(chunk)` takes `[n, C]` (or one step `[C]`) float features and returns the detections
     finalised by it; `flush(duration=None)` ends the stream and returns the rest. Detections
@@ -113,8 +117,9 @@ class StreamingDetector:
     """
 
     def __init__(self, model, hop=None, fps=None, feat_stride=None, num_frames=None,
-                 test_cfg=None, max_delay=None):
+                 test_cfg=None, max_delay=None, total_steps=None):
         self.model = model
+        self.total_steps = None if total_steps is None else int(total_steps)
         w = int(model.window)
         coarse = max(model.fpn_strides)
         if hop is None:
@@ -207,7 +212,10 @@ class StreamingDetector:
     def _run_ready(self):
         out = []
         while self._next + self.window <= self.received:
-            out += self._run_window(final=False)
+            final = self.total_steps is not None and self._next + self.window >= self.total_steps
+            out += self._run_window(final=final)
+            if final:
+                break
         return out
 
     # --- windows -----------------------------------------------------------------------
@@ -232,18 +240,20 @@ class StreamingDetector:
         lo = -np.inf if s == 0 else s + half
         hi = np.inf if final else s + self.hop + half
         own = pmask & (g >= lo) & (g < hi)
-        self._pool.add(self._decode(out, own, s))
+        self._pool.add(self._decode(out, own, s, final))
         # decoded only if this window turns out to be the last one (see flush)
         self._tail = None if final else (out, pmask & (g >= hi), s)
         self._next = s + self.hop
         return self._finalise(cutoff=np.inf if final else float(self._next),
                               emitted_at=min(s + self.window, self.received))
 
-    def _decode(self, out, mask, s):
+    def _decode(self, out, mask, s, final=True):
         segs, scores, labels = pp.decode(out["cls_logits"], out["offsets"], mask, self._points,
                                          self.model.level_lengths, self.test_cfg)
         segs = segs.astype(np.float64) + s  # float64: exact global positions in long streams
-        segs = np.clip(segs, -np.inf if s == 0 else s, s + self.window)
+        # the last window is not clipped at its end (the video's duration clamps it, as in a
+        # whole-video pass)
+        segs = np.clip(segs, -np.inf if s == 0 else s, np.inf if final else s + self.window)
         keep = (segs[:, 1] - segs[:, 0]) > float(self.test_cfg["duration_thresh"])
         return _Pool(segs[keep], scores[keep], labels[keep])
 
@@ -364,15 +374,24 @@ def detect_video(model, feats, hop=None, fps=None, feat_stride=None, num_frames=
                  duration=None, test_cfg=None, chunk=None):
     """Offline mode: the stream's windows with all data present.
 
+    A video of at most `window` steps is ONE model call on the padded window, decoded and
+    NMS-ed in one piece: exactly whole-video inference (the Keras model on the video padded
+    to `window`). A longer video runs windows every `hop` steps; each point is decoded by the
+    window where it is most central (the last window keeps all points past its start half),
+    and NMS runs over the merged candidates. That differs from one whole-video pass only in
+    the per-window `pre_nms_topk` and in context: attention and convolutions of a window do
+    not see past its `window` steps.
+
     feats `[T, C]`, pushed `chunk` steps at a time (default: hop; a chunk with NaN/inf is
     dropped with a warning, as in a stream). Returns the detections (as `StreamingDetector`)
     sorted by descending score,
     capped at the test config's `max_seg_num` and clamped to `[0, duration]` seconds
     (default duration: `default_duration(T, ...)`).
     """
-    det = StreamingDetector(model, hop=hop, fps=fps, feat_stride=feat_stride,
-                            num_frames=num_frames, test_cfg=test_cfg)
     feats = np.asarray(feats)
+    det = StreamingDetector(model, hop=hop, fps=fps, feat_stride=feat_stride,
+                            num_frames=num_frames, test_cfg=test_cfg,
+                            total_steps=len(feats) if feats.ndim == 2 else None)
     if feats.ndim != 2:
         raise ValueError(f"features: expected [T, C], got shape {list(feats.shape)}")
     if feats.shape[0] == 0:
