@@ -111,40 +111,69 @@ def _filter_split(entries, split, path):
     return kept
 
 
+def _annotations_of(vid, v, path):
+    """The checked annotation list of one GT video entry."""
+    if not isinstance(v, dict):
+        raise ValueError(f"{path}: video {vid}: entry is not an object")
+    anns = v.get("annotations", []) or []
+    if not isinstance(anns, list) or not all(isinstance(a, dict) for a in anns):
+        raise ValueError(f"{path}: video {vid}: field 'annotations' must be a list of objects")
+    return anns
+
+
+def _label_id(a, where):
+    value = a["label_id"]
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"{where}: field 'label_id' must be an integer, got {value!r}")
+    try:
+        out = int(value)
+        if out != float(value):
+            raise ValueError
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"{where}: field 'label_id' must be an integer, got {value!r}") from None
+    return out
+
+
 def _gt_from_database(db, path, split):
     # class map over the whole file: label_id -> label, or sorted names' ranks without ids
+    if not isinstance(db, dict):
+        raise ValueError(f"{path}: field 'database' must map video ids to entries")
     id_to_name, names = {}, set()
     has_ids = True
     for vid, v in db.items():
-        for a in v.get("annotations", []) or []:
+        for j, a in enumerate(_annotations_of(vid, v, path)):
+            where = f"{path}: video {vid}, annotation {j}"
             if "label_id" in a:
-                id_to_name.setdefault(int(a["label_id"]), str(a.get("label", a["label_id"])))
+                id_to_name.setdefault(_label_id(a, where), str(a.get("label", a["label_id"])))
             else:
                 has_ids = False
             if "label" in a:
                 names.add(str(a["label"]))
+            elif "label_id" not in a:
+                raise ValueError(f"{where}: needs 'label' or 'label_id'")
     if not has_ids:
         id_to_name = dict(enumerate(sorted(names)))
         logging.info("%s: no label_id; label ids are the sorted label names' ranks", path)
     name_to_id = {n: i for i, n in id_to_name.items()}
-    entries = []
-    for vid, v in db.items():
-        if not isinstance(v, dict):
-            raise ValueError(f"{path}: video {vid}: entry is not an object")
-        entries.append((str(vid), v.get("subset", ""), v))
+    entries = [(str(vid), v.get("subset", ""), v) for vid, v in db.items()]
     entries = _filter_split(entries, split, path)
     vids, vi, segs, labels = [], [], [], []
     for i, (vid, _, v) in enumerate(entries):
         vids.append(vid)
-        for j, a in enumerate(v.get("annotations", []) or []):
+        for j, a in enumerate(_annotations_of(vid, v, path)):
             where = f"{path}: video {vid}, annotation {j}"
             segs.append(_segment(a.get("segment"), where))
             if has_ids:
-                labels.append(int(a["label_id"]))
+                labels.append(_label_id(a, where))
             else:
+                if "label" not in a:
+                    raise ValueError(f"{where}: needs 'label'")
                 labels.append(name_to_id[str(a["label"])])
             vi.append(i)
-    gt = GroundTruth(vids, vi, np.asarray(segs, np.float64).reshape(-1, 2), labels, id_to_name)
+    segs = np.asarray(segs, np.float64).reshape(-1, 2)
+    if not np.isfinite(segs).all():
+        raise ValueError(f"{path}: a 'segment' holds NaN/inf")
+    gt = GroundTruth(vids, vi, segs, labels, id_to_name)
     return gt, ClassMap(id_to_name, path)
 
 
@@ -159,6 +188,8 @@ def _gt_from_ego4d_clips(data, path, split):
     """Ego4D per-clip layout, keyed by `clip_id` as the official recall code does."""
     db = {}
     for key, v in data.items():
+        if not isinstance(v, dict):
+            raise ValueError(f"{path}: clip {key}: entry is not an object")
         db[str(v.get("clip_id", key))] = v
     return _gt_from_database(db, path, split)
 
