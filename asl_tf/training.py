@@ -21,6 +21,7 @@
   at epoch starts) and `default_callbacks` (ModelCheckpoint best by `val_mAP`, StepBackup,
   TensorBoard, CSVLogger).
 """
+import json
 import math
 import os
 
@@ -29,6 +30,7 @@ import numpy as np
 from absl import logging
 
 from asl_tf import inference
+from asl_tf.errors import UserError
 from asl_tf.fileio import atomic_path, atomic_write
 
 LOSS_KEYS = ("cls_loss", "reg_loss", "quality_loss", "ascl_loss")
@@ -216,6 +218,14 @@ class NonFiniteLossStop(keras.callbacks.Callback):
             raise NonFiniteLossError(msg)
 
 
+def seed_generators(model):
+    """Every `keras.random.SeedGenerator` of the model's layers, in a fixed (build) order."""
+    out = []
+    for layer in model._flatten_layers(include_self=True, recursive=True):
+        out += list(getattr(layer, "_seed_generators", None) or [])
+    return out
+
+
 class StepBackup(keras.callbacks.Callback):
     """Step-level backup for exact resume: every `every` optimizer steps (and at the end of
     `fit`) the model weights WITH the optimizer state (moments, EMA, iteration count) and the
@@ -243,12 +253,29 @@ class StepBackup(keras.callbacks.Callback):
         step = self.step()
         with atomic_path(self.weights_path, suffix=".weights.h5") as tmp:
             self.model.save_weights(tmp, overwrite=True)
+        rng = [np.asarray(g.state.numpy()).tolist() for g in seed_generators(self.model)]
         with atomic_write(os.path.join(self.directory, "state.json")) as f:
-            f.write('{"step": %d}' % step)
+            f.write(json.dumps({"step": step, "rng": rng}))
+
+    def restore(self):
+        """Load the backup into `self.model`: weights, optimizer state, and the state of every
+        random generator of the model (drop-path, dropout: `save_weights` leaves them out, so a
+        resumed run would draw other masks). Returns the saved step."""
+        self.model.load_weights(self.weights_path)
+        with open(os.path.join(self.directory, "state.json")) as f:
+            meta = json.load(f)
+        gens = seed_generators(self.model)
+        rng = meta.get("rng")
+        if rng is not None:
+            if len(rng) != len(gens):
+                raise UserError(f"{self.directory}/state.json: {len(rng)} random generator "
+                                f"states for a model with {len(gens)}")
+            for g, value in zip(gens, rng):
+                g.state.assign(np.asarray(value, dtype=g.state.dtype))
+        return int(meta["step"])
 
     def load_step(self):
         """The saved step, or None when there is no complete backup."""
-        import json
         meta = os.path.join(self.directory, "state.json")
         if not (os.path.exists(meta) and os.path.exists(self.weights_path)):
             return None

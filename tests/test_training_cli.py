@@ -1,5 +1,6 @@
 """`asl-train` end to end on a tiny generated dataset: learning, resume after SIGKILL, refusal."""
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -62,8 +63,8 @@ def test_train_learns_resumes_after_sigkill_and_refuses_other_config(tmp_path):
     while time.time() - t0 < 600 and proc.poll() is None:
         if state.exists():
             try:
-                step = int(state.read_text().split(":")[1].strip(" }"))
-            except (ValueError, IndexError):
+                step = int(json.loads(state.read_text())["step"])
+            except (ValueError, KeyError):
                 step = 0
             if step >= 5:
                 proc.send_signal(signal.SIGKILL)
@@ -85,3 +86,55 @@ def test_train_learns_resumes_after_sigkill_and_refuses_other_config(tmp_path):
     assert res.returncode == 2
     assert "another config" in res.stderr and "opt.learning_rate" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def _run_killed_then_resumed(cfg, workdir, min_step, sig=signal.SIGKILL):
+    """Start asl-train, send `sig` once a backup at step >= min_step exists, rerun to the end."""
+    proc = subprocess.Popen(_cmd(cfg, str(workdir)), cwd=REPO, env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = workdir / "backup" / "state.json"
+    t0, killed_at = time.time(), None
+    while time.time() - t0 < 600 and proc.poll() is None:
+        if state.exists():
+            try:
+                step = int(json.loads(state.read_text())["step"])
+            except (ValueError, KeyError):
+                step = 0
+            if step >= min_step:
+                proc.send_signal(sig)
+                killed_at = step
+                break
+        time.sleep(0.05)
+    proc.wait(timeout=60)
+    res = subprocess.run(_cmd(cfg, str(workdir)), cwd=REPO, env=_env(), capture_output=True,
+                         text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return killed_at
+
+
+@pytest.mark.slow
+def test_resume_is_exact_with_the_presets_droppath(tmp_path):
+    """Issue 17.2: every preset trains with droppath 0.1; its random masks must resume too."""
+    import yaml
+
+    from asl_tf.config import load_config
+    presets = sorted((REPO / "configs").glob("*.yaml"))
+    assert {load_config(p).train_cfg.droppath for p in presets if p.name != "demo_synthetic.yaml"} \
+        == {0.1}
+    data = tmp_path / "data"
+    write_toy_dataset(str(data))
+    cfg = toy_config_yaml(str(data), str(REPO), epochs=2, eval_every=0)
+    text = open(cfg).read().replace("droppath: 0.0", "droppath: 0.1")
+    assert yaml.safe_load(text)["train_cfg"]["droppath"] == 0.1
+    open(cfg, "w").write(text)
+    a = tmp_path / "A"
+    res = subprocess.run(_cmd(cfg, str(a)), cwd=REPO, env=_env(), capture_output=True, text=True,
+                         timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    b = tmp_path / "B"
+    killed_at = _run_killed_then_resumed(cfg, b, 5)
+    assert killed_at is not None and 5 <= killed_at < 12, killed_at
+    wa, wb = _weights(a / "final.weights.h5"), _weights(b / "final.weights.h5")
+    assert wa.keys() == wb.keys() and len(wa) > 10
+    for k in wa:
+        np.testing.assert_array_equal(wa[k], wb[k], err_msg=k)

@@ -134,7 +134,8 @@ def train(cfg, workdir, *, strategy="default", mixed_precision="off", xla=False,
     backup = training.StepBackup(os.path.join(workdir, "backup"), backup_every)
     step = backup.load_step()
     if step is not None:
-        model.load_weights(backup.weights_path)
+        backup.set_model(model)
+        step = backup.restore()  # weights, optimizer state and the random generators' state
         logging.info("resuming %s at step %d", workdir, step)
     step = step or 0
     cbs = [training.NonFiniteLossStop(), backup]
