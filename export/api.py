@@ -230,10 +230,13 @@ def export_model(model, fmt, out, *, quantize="none", seq_len=None, calibration=
         if fmt == "saved_model":  # also inside the version folder, where TF Serving keeps extras
             os.makedirs(os.path.join(art, "assets.extra"), exist_ok=True)
             metadata.write_json_atomic(os.path.join(art, "assets.extra", "asl_meta.json"), sidecar)
+        # The sidecar goes first: a kill between the two renames leaves a sidecar without a
+        # model (the rerun replaces it), never a model without its sidecar (which the rerun
+        # would refuse to overwrite without --force).
+        metadata.write_json_atomic(sidecar_dst, sidecar)
         if os.path.lexists(final):  # --force
             shutil.rmtree(final) if os.path.isdir(final) else os.remove(final)
         os.replace(art, final)
-        metadata.write_json_atomic(sidecar_dst, sidecar)
         report_dir = os.fspath(out) if fmt == "saved_model" else parent
         report["report"] = os.path.join(report_dir, REPORT_NAME)
         _write_report(report["report"], os.path.relpath(final, report_dir), report)
