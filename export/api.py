@@ -32,7 +32,8 @@ def load_model(path):
         raise FileNotFoundError(f"--model {path}: no such file")
     import asl_tf.model.detector  # noqa: F401  (registers ASLDetector for deserialization)
     try:
-        model = keras.saving.load_model(path, compile=False)
+        # safe_mode: a .keras file from a stranger cannot run code (Lambda layers refused)
+        model = keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as err:  # keras raises ValueError/TypeError/zipfile errors for foreign files
         raise ValueError(f"--model {path}: not an asl-tf model file ({str(err).splitlines()[0][:200]})") \
             from None

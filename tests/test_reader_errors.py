@@ -204,3 +204,19 @@ def test_outputs_get_the_umask_mode(tmp_path):
                        preexec_fn=lambda: os.umask(0o022))
     assert p.returncode == 0, p.stderr
     assert (out.stat().st_mode & 0o777) == 0o644
+
+
+def test_keras_file_with_code_is_refused(tmp_path):
+    """A stranger's .keras holding a Lambda layer (marshalled Python code) is not deserialized:
+    asl-export loads models in Keras safe mode."""
+    import keras
+
+    from export.api import load_model
+    marker = tmp_path / "ran"
+    inp = keras.Input((4,))
+    out = keras.layers.Lambda(lambda x: x * 2)(inp)
+    path = tmp_path / "evil.keras"
+    keras.Model(inp, out).save(path)
+    with pytest.raises(ValueError, match="evil.keras"):
+        load_model(path)
+    assert not marker.exists()
