@@ -213,9 +213,8 @@ class NonFiniteLossStop(keras.callbacks.Callback):
         if loss is not None and not math.isfinite(float(loss)):
             step = int(self.model.optimizer.iterations.numpy())
             msg = f"training loss became {float(loss)} at step {step} (batch {batch}); stopped, last good checkpoint kept"
-            logging.error(msg)
             self.model.stop_training = True
-            raise NonFiniteLossError(msg)
+            raise NonFiniteLossError(msg)  # the CLI prints it as its one error line
 
 
 def seed_generators(model):

@@ -75,7 +75,7 @@ KILL_AT = {  # os._exit(137) (what SIGKILL leaves) at the named point of the exp
     "artifact_rename": "import os\n_r = os.replace\n"
                        "def rep(a, b):\n    if b.endswith('.tflite'): os._exit(137)\n"
                        "    return _r(a, b)\nos.replace = rep\n",
-    "sidecar_write": "from export import metadata\n"
+    "sidecar_write": "import os\nfrom export import metadata\n"
                      "def w(path, obj):\n    open(path + '.half', 'w').write('{'); os._exit(137)\n"
                      "metadata.write_json_atomic = w\n",
 }

@@ -37,7 +37,7 @@ _NATIVE_NOISE = re.compile(
     r"All log messages before absl::InitializeLog|oneDNN custom operations|cudart_stub|"
     r"cpu_feature_guard|To enable the following instructions|failed call to cuInit|"
     r"Unable to register cu(DNN|FFT|BLAS) factory|computation placer already registered|"
-    r"TF-TRT Warning|could not open file to read NUMA node|Could not find cuda drivers")
+    r"TF-TRT Warning|oneDNN supports DT_|could not open file to read NUMA node|Could not find cuda drivers")
 
 
 def prog_name(argv=None):

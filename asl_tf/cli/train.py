@@ -16,17 +16,19 @@ Rerunning the same command resumes: the workdir keeps `config.json` (the resolve
 normaliser and the step, saved every `--backup_every` steps and at the end), `log.csv`,
 `tb/` (TensorBoard), `best.weights.h5` (best validation average mAP with the EMA weights,
 when `train_cfg.eval_every > 0` and the validation split exists), `final.weights.h5` and
-`final_ema.weights.h5`. The resumed run restarts at the saved step with the seeded input
+`final_ema.weights.h5`, and `model.keras` (the final EMA model, the input of
+`asl-export`). The resumed run restarts at the saved step with the seeded input
 stream skipped to the same batch, so a killed run ends with the weights of an uninterrupted
 one. A workdir holding another config's run is refused unless `--force` (which restarts).
 """
 import dataclasses
 import json
 import os
+import re
 
 from absl import flags, logging
 
-from asl_tf.cli._common import run_app
+from asl_tf.cli._common import UserError, run_app
 from asl_tf.fileio import atomic_path, atomic_write
 
 FLAGS = flags.FLAGS
@@ -107,11 +109,10 @@ def train(cfg, workdir, *, strategy="default", mixed_precision="off", xla=False,
 
     from asl_tf import training
     from asl_tf.data import pipeline
-    from asl_tf.data.features import FeatureReader
+    from asl_tf.data.features import FeatureReader, check_features
     from asl_tf.model.detector import build_detector
 
     tc = cfg.train_cfg
-    _check_workdir(cfg.to_dict(), workdir, force)
     if deterministic:
         tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(int(tc.seed) % (2 ** 31))
@@ -120,6 +121,8 @@ def train(cfg, workdir, *, strategy="default", mixed_precision="off", xla=False,
     if cfg.dataset.class_names is None and names:
         cfg.dataset.class_names = list(names)
     reader = FeatureReader.from_config(cfg.dataset)
+    check_features(records, reader)  # a bad file: one line naming it, before anything is written
+    _check_workdir(cfg.to_dict(), workdir, force)  # config.json only once the inputs are good
     steps = pipeline.steps_per_epoch(len(records), tc.batch_size)
     total_epochs = int(tc.epochs + tc.warmup_epochs)
     strat = training.make_strategy(strategy)
@@ -168,8 +171,14 @@ def train(cfg, workdir, *, strategy="default", mixed_precision="off", xla=False,
 
     def fit(ds, first_epoch, n_steps, last_epoch):
         ds = training.distributable(ds, strat)
-        h = model.fit(ds, initial_epoch=first_epoch, epochs=last_epoch, steps_per_epoch=n_steps,
-                      callbacks=cbs, verbose=verbose)
+        try:
+            h = model.fit(ds, initial_epoch=first_epoch, epochs=last_epoch,
+                          steps_per_epoch=n_steps, callbacks=cbs, verbose=verbose)
+        except tf.errors.InvalidArgumentError as err:  # a reader error raised inside tf.data
+            found = re.search(r"ValueError: (.+)", err.message or "")
+            if found is None:
+                raise
+            raise UserError(found.group(1).strip()) from None
         for k, v in h.history.items():
             history.setdefault(k, []).extend(v)
 
@@ -186,8 +195,12 @@ def train(cfg, workdir, *, strategy="default", mixed_precision="off", xla=False,
         fit(ds, e0, steps, total_epochs)
     _save(model, os.path.join(workdir, "final.weights.h5"))
     raw = [v.numpy() for v in model.trainable_variables]
-    if training.use_ema_weights(model):
+    ema = training.use_ema_weights(model)
+    if ema:
         _save(model, os.path.join(workdir, "final_ema.weights.h5"))
+    with atomic_path(os.path.join(workdir, "model.keras"), suffix=".keras") as tmp:
+        model.save(tmp)  # the final (EMA) model, what asl-export takes
+    if ema:
         for v, r in zip(model.trainable_variables, raw):
             v.assign(r)
     return model, history

@@ -172,8 +172,11 @@ class FeatureReader:
         feats = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
         if self.input_dim is not None and feats.shape[1] != self.input_dim:
             widths = "+".join(str(p.shape[1]) for p in parts)
-            raise ValueError(f"video '{video_id}': feature width {widths} = {feats.shape[1]} does not "
-                             f"match dataset.input_dim = {self.input_dim} ({', '.join(self.folders)})")
+            files = ", ".join(f if _is_h5_file(f) else feature_file(f, video_id, self.file_prefix,
+                                                                    self.file_ext)
+                              for f in self.folders)
+            raise ValueError(f"{files}: video '{video_id}': feature width {widths} = "
+                             f"{feats.shape[1]} does not match dataset.input_dim = {self.input_dim}")
         if self.downsample_rate > 1:
             feats = feats[::self.downsample_rate]
         return np.ascontiguousarray(feats, dtype=np.float32)
@@ -220,3 +223,11 @@ def match_records(records: Iterable, reader: FeatureReader, *, require_all: bool
             raise ValueError(f"{reader.folders[0]}: video '{extra[0]}' has features but no annotation "
                              f"entry ({len(extra)} such videos)")
     return kept, missing
+
+
+def check_features(records: Iterable, reader: FeatureReader):
+    """Read every record's feature file once and validate it (width, dtype, NaN/inf, T > 0),
+    as `asl-data check` does; raise the reader's ValueError naming the file on the first bad one.
+    Returns the number of feature steps per video. Use before a tf.data pipeline, which would
+    otherwise surface the error as an `InvalidArgumentError` in the middle of training."""
+    return {r.video_id: reader(r.video_id).shape[0] for r in records}
