@@ -65,5 +65,12 @@ def test_device_train_step_script_runs_on_jax_without_a_gpu():
                          text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     out = json.loads(res.stdout[res.stdout.index("{"):])
-    assert out["backend"] == "jax" and out["seq_len"] == 512
-    assert out["median_s_per_step"] > 0 and np.isfinite(out["loss"])
+    # configs/demo.yaml: max_seq_len 512, all three ASL switches on; the script's batch is 2
+    assert out["backend"] == "jax" and out["seq_len"] == 512 and out["batch"] == 2
+    assert {k: out["asl"][k] for k in ("class_level", "instance_level", "contrastive")} == \
+        {"class_level": True, "instance_level": True, "contrastive": True}
+    assert out["precision"] == "float32" and out["device"].lower().startswith("cpu")
+    # one timed step after two warm-up steps; the first step includes the XLA compile
+    assert out["steps_per_s"] == pytest.approx(1.0 / out["median_s_per_step"], rel=1e-9)
+    assert out["first_step_s"] > 3 * out["median_s_per_step"] > 0
+    assert np.isfinite(out["loss"]) and out["loss"] > 0
