@@ -110,6 +110,7 @@ def test_every_export_is_verified_and_written(work, exports, fmt, quantize):
     assert not [p for p in os.listdir(os.path.dirname(final)) if p.startswith(".asl-export-")]
 
 
+@pytest.mark.slow
 def test_cli_prints_table_and_report(exports):
     out = exports[("tflite", "none")]["cli_stdout"]
     assert "max|dlogit|" in out and "tflite | none" in out and "wrote " in out
@@ -117,6 +118,7 @@ def test_cli_prints_table_and_report(exports):
 
 # --------------------------------------------------------------------------- SavedModel
 
+@pytest.mark.slow
 def test_saved_model_layout_and_signatures(work, exports):
     from tensorflow.python.tools import saved_model_utils  # what saved_model_cli show reads
     root = work["root"] / "serving"
@@ -134,6 +136,7 @@ def test_saved_model_layout_and_signatures(work, exports):
     assert set(sigs["detect"].outputs) == {"segments", "scores", "labels"}
 
 
+@pytest.mark.slow
 def test_saved_model_reload_dynamic_length_matches_keras(work, exports):
     from export.saved_model import SavedModelRunner
     runner = SavedModelRunner(str(work["root"] / "serving" / "1"))
@@ -149,6 +152,7 @@ def test_saved_model_reload_dynamic_length_matches_keras(work, exports):
         np.testing.assert_allclose(got[k], np.asarray(ref[k]), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_detect_signature_matches_edge_postprocess(work, exports):
     from export.saved_model import SavedModelRunner
     from export.detect_graph import pad_rule
@@ -182,6 +186,7 @@ def test_detect_signature_matches_edge_postprocess(work, exports):
 # --------------------------------------------------------------------------- TFLite / ONNX
 
 @pytest.mark.parametrize("quantize", ["none", "fp16", "dynamic", "int8"])
+@pytest.mark.slow
 def test_tflite_runs_in_edge_runtime_builtin_ops_only(work, exports, quantize):
     rep = exports[("tflite", quantize)]
     assert not [op for op in rep["ops"] if "flex" in op.lower() or op == "CUSTOM"]
@@ -203,12 +208,14 @@ def test_tflite_runs_in_edge_runtime_builtin_ops_only(work, exports, quantize):
         assert "DEQUANTIZE" in rep["ops"]
 
 
+@pytest.mark.slow
 def test_quantized_tflite_is_smaller(exports):
     size = {q: exports[("tflite", q)]["size_bytes"] for q in ("none", "fp16", "dynamic", "int8")}
     assert size["fp16"] < size["none"] and size["dynamic"] < size["none"]
     assert size["int8"] < size["none"]
 
 
+@pytest.mark.slow
 def test_onnx_opset_checker_and_runtime(work, exports):
     import onnx
     rep = exports[("onnx", "none")]
@@ -224,6 +231,7 @@ def test_onnx_opset_checker_and_runtime(work, exports):
     np.testing.assert_allclose(em.run(x)["offsets"], np.asarray(ref["offsets"][0]), atol=1e-4)
 
 
+@pytest.mark.slow
 def test_sidecar_follows_the_contract(work, exports):
     model = work["model"]
     for (fmt, q), rep in exports.items():
@@ -258,6 +266,7 @@ def test_refuses_a_model_file_that_is_not_ours(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["junk.keras", "plain.keras"]
 
 
+@pytest.mark.slow
 def test_refuses_invalid_window_naming_valid_values(work, tmp_path):
     with pytest.raises(ValueError, match=r"multiple of max_div_factor=16 \(e.g. 16, 32, 48"):
         api.export_model(work["model"], "tflite", tmp_path / "m.tflite", seq_len=50)
@@ -266,6 +275,7 @@ def test_refuses_invalid_window_naming_valid_values(work, tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_refuses_calibration_of_the_wrong_width(work, tmp_path):
     bad = write_feature_dir(tmp_path / "bad", 12, [64])
     with pytest.raises(ValueError, match=r"video_00.npy.*C=12.*input_dim=16"):
@@ -277,6 +287,7 @@ def test_refuses_calibration_of_the_wrong_width(work, tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["bad", "empty"]  # "out" was not left behind
 
 
+@pytest.mark.slow
 def test_refuses_bad_flags(work, tmp_path):
     with pytest.raises(ValueError, match="int8 needs --calibration"):
         api.export_model(work["model"], "tflite", tmp_path / "m.tflite", quantize="int8")
@@ -318,6 +329,7 @@ def test_onnx_export_fails_on_an_op_onnxruntime_rejects(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_cli_bad_input_exits_2_with_one_line(work, tmp_path):
     proc = _cli("--model", work["root"] / "tiny.keras", "--format", "onnx", "--seq_len", 50,
                 "--out", tmp_path / "m.onnx", timeout=120)

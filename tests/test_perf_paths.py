@@ -46,6 +46,7 @@ def test_shifted_matmul_conv_matches_conv(kernel_size, cin, cout):
     assert np.all(results[1][0][1, 9:] == 0.0)  # padded frames are zero
 
 
+@pytest.mark.slow
 def test_device_train_step_script_runs_on_jax_without_a_gpu():
     """The Python part of bench/device_train_step.sh (run on a GPU machine with JAX and no
     TensorFlow) trains and times steps: here on the JAX CPU backend, demo config, 1 step."""

@@ -142,6 +142,7 @@ def test_class_level_normalized_mean_one_per_instance():
 
 
 @pytest.mark.parametrize("mode", ["authors", "normalized"])
+@pytest.mark.slow
 def test_authors_mode_collapses(mode):
     """The measurement behind the default (see sensitivity.py): train only the Gaussians."""
     import tensorflow as tf

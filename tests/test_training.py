@@ -252,6 +252,7 @@ def test_mixed_bfloat16_step():
         training.set_precision("fp8")
 
 
+@pytest.mark.slow
 def test_remat_keeps_gradients_and_refuses_dropout():
     """`train_cfg.remat` recomputes attention/MLP in the backward pass: same gradients."""
     import json
@@ -290,6 +291,7 @@ def test_remat_keeps_gradients_and_refuses_dropout():
         training.set_remat(dropout, True)
 
 
+@pytest.mark.slow
 def test_mixed_float16_step_uses_loss_scaling():
     """mixed_float16 (the GPU flag) runs on CPU too: Keras wraps the optimizer in a
     LossScaleOptimizer, the step unscales, and the float32 variables learn."""
