@@ -15,7 +15,7 @@ import pytest
 
 from conftest import REPO
 from export_helpers import (StandInDetector, make_standin, make_tiny_detector, train_a_few_steps,
-                            write_feature_dir)
+                            write_feature_dir, write_toy_video_dir)
 
 from edge import postprocess as pp
 from edge.runtime import EdgeModel, load_meta
@@ -28,11 +28,14 @@ SIDECAR_KEYS = {"format", "version", "window", "input_dim", "num_classes", "clas
 META = {"feat_stride": 4, "num_frames": 16, "fps": 30.0}
 VARIANTS = [("saved_model", "none"), ("tflite", "none"), ("tflite", "fp16"),
             ("tflite", "dynamic"), ("tflite", "int8"), ("onnx", "none")]
-# int8 on this 16-channel, briefly trained model can lose many points against the Keras model's
-# own top detections (the pseudo ground truth of near-tied scores); the default 1.0-point limit
-# holds for a trained model (configs/demo.yaml model: -0.8). Here int8 is held to a looser mAP
-# bound plus a correlation check in test_tflite_runs_in_edge_runtime_builtin_ops_only.
-INT8_TEST_LIMITS = {"max_map_drop": 30.0}
+# The tiny detector is trained for TRAIN_STEPS steps on toy videos with class evidence, and
+# calibrated and verified on held-out videos of the same kind: every export is held to the
+# limits the export itself promises (export/verify.py DEFAULT_LIMITS: int8 and dynamic lose at
+# most 1.0 mAP point; fp32 1e-4, fp16 2e-2 max |diff|). Measured on this model: int8 0.0 points,
+# max |dlogit| 0.14 (40 steps gave -2.9 points: not trained enough to mean it).
+TRAIN_STEPS = 300
+# max |logit diff| of one padded window through the edge runtime; int8: ~2x the measured 0.14
+LOGIT_TOL = {"none": 1e-4, "fp16": 2e-2, "dynamic": 0.05, "int8": 0.3}
 
 
 def _env():
@@ -55,10 +58,10 @@ def _out_path(root, fmt, quantize):
 def work(tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
     model = make_tiny_detector()
-    losses = train_a_few_steps(model)          # the exports are of a (briefly) trained model
+    losses = train_a_few_steps(model, steps=TRAIN_STEPS)  # the exports are of a trained model
     assert np.isfinite(losses).all()
     model.save(root / "tiny.keras")
-    feats = write_feature_dir(root / "feats", 16, [64, 128, 40, 100, 70, 200, 150, 90])
+    feats, _ = write_toy_video_dir(root / "feats", [64, 128, 40, 100, 70, 200, 150, 90])
     return {"root": root, "model": model, "feats": feats}
 
 
@@ -78,7 +81,7 @@ def exports(work):
             continue
         reports[(fmt, q)] = api.export_model(
             work["model"], fmt, _out_path(root, fmt, q), quantize=q, calibration=work["feats"],
-            video_meta=META, limits=INT8_TEST_LIMITS if q == "int8" else None)
+            video_meta=META)
     return reports
 
 
@@ -98,8 +101,7 @@ def test_every_export_is_verified_and_written(work, exports, fmt, quantize):
         assert v["max_diff"] <= 2e-2
         assert v["max_diff"] > 1e-6  # really fp16 weights, not a float copy
     else:
-        assert v["mAP_delta"] >= -limit["max_map_drop"]
-    assert v["mAP_keras"] > 90.0  # the Keras detections reproduce their own pseudo ground truth
+        assert limit["max_map_drop"] == 1.0 and v["mAP_delta"] >= -1.0
     assert set(rep["latency_ms"]) == ({"1"} if fmt == "saved_model" else {"1", "2"})
     final = rep["file"]
     assert os.path.exists(final) and os.path.isfile(metadata.sidecar_path(final))
@@ -198,14 +200,45 @@ def test_tflite_runs_in_edge_runtime_builtin_ops_only(work, exports, quantize):
     mask = np.arange(64)[None] < 36
     out = em.run(feats[0], mask[0])
     ref = work["model"]({"feats": feats, "mask": mask}, training=False)
-    tol = {"none": 1e-4, "fp16": 2e-2, "dynamic": 0.2, "int8": 2.0}[quantize]
-    np.testing.assert_allclose(out["cls_logits"], np.asarray(ref["cls_logits"][0]), atol=tol)
+    np.testing.assert_allclose(out["cls_logits"], np.asarray(ref["cls_logits"][0]),
+                               atol=LOGIT_TOL[quantize])
     if quantize == "int8":
-        corr = np.corrcoef(out["cls_logits"].ravel(), np.asarray(ref["cls_logits"][0]).ravel())
-        assert corr[0, 1] > 0.95
         assert "QUANTIZE" in rep["ops"]
     if quantize == "fp16":
         assert "DEQUANTIZE" in rep["ops"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("quantize", ["none", "dynamic", "int8"])
+def test_tflite_map_on_real_ground_truth(work, exports, quantize):
+    """Held-out toy videos with real GT, scored by the loop evaluator of
+    tests/eval_loop_reference.py (not the verification's own scorer, not a pseudo GT): the
+    trained Keras model detects, and the TFLite export loses at most the promised 1.0 point."""
+    from eval_loop_reference import loop_average_map
+    model = work["model"]
+    em = EdgeModel(exports[("tflite", quantize)]["file"], num_threads=1)
+    _, gt = write_toy_video_dir(work["root"] / "heldout", [64] * 12, seed=7)
+    sec = lambda g: (np.asarray(g, np.float64) * 4 + 8) / 30.0   # META: stride 4, 16 frames, 30 fps
+    duration = sec(64)
+    lengths = model.level_lengths(64)
+    lvl_mask = np.ones(sum(lengths), bool)
+    gt_rows = [(vid, *sec(seg), int(lb)) for vid, (segs, lbs) in gt.items()
+               for seg, lb in zip(segs, lbs)]
+    preds = {"keras": [], "export": []}
+    for vid in gt:
+        x = np.load(work["root"] / "heldout" / f"{vid}.npy")
+        outs = {"keras": {k: np.asarray(v)[0] for k, v in model(
+                    {"feats": x[None], "mask": np.ones((1, 64), bool)}, training=False).items()},
+                "export": em.run(x, np.ones(64, bool))}
+        for name, o in outs.items():
+            d = pp.postprocess(o["cls_logits"], o["offsets"], lvl_mask, model.points(64), lengths,
+                               model.test_cfg, 30.0, 4, 16, duration)
+            preds[name] += [(vid, float(s), float(e), int(lb), float(sc)) for (s, e), lb, sc in
+                            zip(d["segments"], d["labels"], d["scores"])]
+    tious = np.linspace(0.3, 0.7, 5)
+    m = {k: 100.0 * loop_average_map(gt_rows, v, tious).mean() for k, v in preds.items()}
+    assert m["keras"] > 50.0, m
+    assert m["export"] >= m["keras"] - 1.0, m
 
 
 @pytest.mark.slow
