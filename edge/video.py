@@ -22,6 +22,7 @@ Time grid (all times in seconds from the first decoded frame's presentation time
   soon as its frames are known and a frame at or past its end has arrived, so a stream and the
   whole file give the same snippets.
 """
+import heapq
 import logging
 import math
 import os
@@ -100,7 +101,8 @@ class SnippetSampler:
 
     def __init__(self, grid, convert):
         self.grid, self.convert = grid, convert
-        self._g = 0              # next encoded-frame slot to fill
+        self._sched = 0          # next snippet whose sample slots are not scheduled yet
+        self._heap = []          # (time, slot) scheduled, not filled yet
         self._next = 0           # next snippet to emit
         self._slots = {}         # slot -> converted frame, for snippets not yet emitted
         self._prev = None        # (t, frame) of the frame on screen now
@@ -109,16 +111,28 @@ class SnippetSampler:
         self.skipped = 0         # frames with a non-increasing timestamp (dropped)
 
     def _fill(self, until):
-        while self.grid.sample_time(self._g) < until:
+        """Give the frame on screen (`_prev`) to every sample slot timed before `until`.
+
+        Slots are taken in time order from a heap: with overlapping snippets (num_frames >
+        feat_stride) a later snippet's first samples come before an earlier one's last."""
+        k = self.grid.k
+        while True:
+            while self.grid.sample_time(self._sched * k) < until:  # earliest sample of a snippet
+                for m in range(k):
+                    g = self._sched * k + m
+                    heapq.heappush(self._heap, (self.grid.sample_time(g), g))
+                self._sched += 1
+            if not self._heap or self._heap[0][0] >= until:
+                return
+            _, g = heapq.heappop(self._heap)
             frame = self._prev[1]
             if self._conv is None or self._conv[0] is not frame:
                 self._conv = (frame, self.convert(frame))
-            self._slots[self._g] = self._conv[1]
-            self._g += 1
+            self._slots[g] = self._conv[1]
 
     def _ready(self, limit_snippets=None, known_until=None):
         out, k = [], self.grid.k
-        while self._g >= (self._next + 1) * k:
+        while all(self._next * k + m in self._slots for m in range(k)):
             i = self._next
             if limit_snippets is not None and i >= limit_snippets:
                 break
@@ -148,6 +162,7 @@ class SnippetSampler:
         self._fill(until=self.grid.sample_time(total * self.grid.k - 1) + _EPS)
         out = self._ready(limit_snippets=total)
         self._slots.clear()
+        self._heap = []
         self._conv = None
         return out
 
@@ -182,6 +197,7 @@ class VideoReader:
             raise FileNotFoundError(f"{src}: video file not found")
         if not live and os.path.isdir(src):
             raise VideoError(f"{src}: is a folder, not a video")
+        self._timeout = timeout
         kwargs = {"timeout": timeout} if live and timeout else {}
         if src.startswith("/dev/video"):
             kwargs["format"] = "v4l2"
@@ -229,6 +245,8 @@ class VideoReader:
                 yield t, frame
         except (av.FFmpegError, OSError) as err:
             text = _msg(err)
+            if isinstance(err, getattr(av, "ExitError", ())):  # the open/read timeout fired
+                text = f"timeout: no data for {self._timeout} s"
             if self.strict:
                 raise VideoError(f"{self.src}: corrupt video: decoding failed after "
                                  f"{self.frame_count} frames ({text})") from None
