@@ -50,8 +50,8 @@ class FrameEncoder:
             raise ValueError(f"{self.path}: not a usable TFLite encoder ({err})") from None
         ins, outs = self._interp.get_input_details(), self._interp.get_output_details()
         if len(ins) != 1 or len(outs) != 1:
-            raise ValueError(f"{self.path}: an encoder has one input and one output, this model "
-                             f"has {len(ins)} and {len(outs)} (is it a detector?)")
+            raise ValueError(f"{self.path}: not a frame encoder: it has {len(ins)} inputs and "
+                             f"{len(outs)} outputs, an encoder has one of each (a detector?)")
         self._in, self._out = ins[0], outs[0]
         shape = [int(v) for v in self._in["shape_signature"]]
         self._check_shapes(shape, [int(v) for v in self._out["shape_signature"]])
@@ -75,8 +75,8 @@ class FrameEncoder:
                              f"({str(err).splitlines()[0]})") from None
         ins, outs = self._sess.get_inputs(), self._sess.get_outputs()
         if len(ins) != 1 or len(outs) != 1:
-            raise ValueError(f"{self.path}: an encoder has one input and one output, this model "
-                             f"has {len(ins)} and {len(outs)} (is it a detector?)")
+            raise ValueError(f"{self.path}: not a frame encoder: it has {len(ins)} inputs and "
+                             f"{len(outs)} outputs, an encoder has one of each (a detector?)")
         self._in_name = ins[0].name
         as_int = [v if isinstance(v, int) else -1 for v in ins[0].shape]
         self._check_shapes(as_int, [v if isinstance(v, int) else -1 for v in outs[0].shape])
