@@ -35,9 +35,11 @@ def snippet_features(reader, grid, encoder, stats=None):
     """`(i, feature [D] float32)` per snippet of `reader`: mean of its k encoded frames."""
     convert = rgb_converter(encoder.input_size)
     for i, frames in iter_snippets(reader, grid, convert):
+        t0 = time.perf_counter()
         feat = encoder(frames).mean(axis=0)
         if stats is not None:
             stats["frames_encoded"] = stats.get("frames_encoded", 0) + len(frames)
+            stats["encode_s"] = stats.get("encode_s", 0.0) + time.perf_counter() - t0
         yield i, feat.astype(np.float32, copy=False)
 
 
@@ -149,6 +151,7 @@ def run_video(args, public, atomic_open):
         "encoder": os.path.basename(args.encoder), "encoder_backend": encoder.backend,
         "model": os.path.basename(args.model), "threads": args.threads,
         "load_s": t_models - t_open, "process_s": wall,
+        "encode_s": stats.get("encode_s", 0.0),
         "real_time_factor": reader.duration / wall if wall > 0 else float("inf"),
         "peak_rss_mb": peak_rss_mb(),
     }
