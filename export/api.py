@@ -309,11 +309,11 @@ def export_encoder(name, fmt, out, *, quantize="none", calibration=None, force=F
         raise ValueError(f"--quantize {quantize!r}: an encoder exports none, dynamic or int8")
     if fmt != "tflite" and quantize != "none":
         raise ValueError(f"--quantize {quantize} applies to tflite only (got --format {fmt})")
-    model = enc.build(name, include_top, weights)
-    from asl_tf.features import default_weights_path
-    weights_path = default_weights_path() if weights is None else os.fspath(weights)
     final = _check_out(fmt, out, force)
-    cal, check, source = _encoder_frames(calibration, quantize, int(model.input_shape[1]))
+    from asl_tf.features import default_weights_path, efficientnet_lite
+    cal, check, source = _encoder_frames(calibration, quantize, efficientnet_lite.INPUT_SIZE)
+    model = enc.build(name, include_top, weights)
+    weights_path = default_weights_path() if weights is None else os.fspath(weights)
     parent = os.path.dirname(os.path.abspath(final))
     created = _make_dirs(parent)
     tmp = tempfile.mkdtemp(prefix=".asl-export-", dir=parent)
