@@ -98,9 +98,7 @@ def test_weights_path_and_refusals(tmp_path):
     assert default_weights_path().endswith("efficientnet-lite0-57934424.pth")
     with pytest.raises(FileNotFoundError):
         efficientnet_lite0(weights=tmp_path / "missing.pth")
-    from test_compat import write_torch_legacy
-    wrong = write_torch_legacy(tmp_path / "other.pth", {
-        "_conv_stem.weight": (np.zeros(16 * 27, np.float32), 0, (16, 3, 3, 3), (27, 9, 3, 1),
-                              "FloatStorage")})
-    with pytest.raises(ValueError, match="other.pth: weights lack tensor '_bn0.weight'"):
-        efficientnet_lite0(weights=wrong)
+    other = FIXTURES / "golden" / "model" / "visible_state_dict.pth"  # a detector's weights
+    with pytest.raises(ValueError, match="visible_state_dict.pth: weights lack tensor "
+                                         "'_conv_stem.weight'"):
+        efficientnet_lite0(weights=other)
