@@ -18,7 +18,7 @@ $(BASE): $(PY) requirements.txt setup.py
 	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
-$(TEST): $(BASE) requirements-test.txt
+$(TEST): $(BASE) requirements-test.txt requirements-beam.txt
 	$(PY) -m pip install -q -r requirements-test.txt
 	touch $@
 
