@@ -134,7 +134,8 @@ def main():
             })
             print(json.dumps(results[-1]), file=sys.stderr)
     doc = {"config": os.path.relpath(args.config, REPO), "threads": args.threads, "hop": args.hop,
-           "detector": "randomly initialised", "load_average_1min": os.getloadavg()[0], "detector_params": params,
+           "detector": "randomly initialised", "detector_params": params,
+           "load_average_1min": os.getloadavg()[0],
            "targets": {"int8_real_time_factor_min": 10.0, "peak_rss_mb_max": 300.0},
            "results": results}
     text = json.dumps(doc, indent=1)

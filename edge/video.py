@@ -50,7 +50,8 @@ def snippet_offsets(num_frames, frames_per_snippet):
     n = int(n)
     if n % k or (n // k) % 2 == 0:
         raise ValueError(f"frames_per_snippet: {k} frames cannot sit symmetrically in a snippet of "
-                         f"num_frames = {n} (num_frames / frames_per_snippet must be an odd integer)")
+                         f"num_frames = {n} (num_frames / frames_per_snippet must be an odd "
+                         "integer)")
     q = n // k
     return [m * q + (q - 1) // 2 for m in range(k)]
 

@@ -85,10 +85,11 @@ def run_video(args, public, atomic_open):
     frames = args.num_frames if args.num_frames is not None else model.num_frames
     for name, value in (("fps", fps), ("feat_stride", stride), ("num_frames", frames)):
         if value is None:
-            raise ValueError(f"{args.model}: the sidecar has no '{name}'; give --{name.replace('_', '-')}")
+            flag = "--" + name.replace("_", "-")
+            raise ValueError(f"{args.model}: the sidecar has no '{name}'; give {flag}")
     grid = SnippetGrid(fps, stride, frames, args.frames_per_snippet)
     meta = dict(fps=grid.fps, feat_stride=grid.feat_stride, num_frames=grid.num_frames)
-    det = StreamingDetector(model, hop=args.hop, **meta) if args.stream else None  # checks hop
+    det = StreamingDetector(model, hop=args.hop, **meta)  # checks --hop before any decoding
     t_models = time.perf_counter()
     reader = VideoReader(args.video, threads=args.threads, timeout=args.timeout)
     video_id = args.video_id or _video_id(args.video)
