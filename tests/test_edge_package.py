@@ -34,14 +34,14 @@ def test_edge_imports_only_numpy_runtimes_stdlib_and_edge(path):
 
 
 def test_pyav_is_optional():
-    """Only edge/video.py imports av, inside a function: the runtime, the stream and the CLI
+    """Only edge/frames.py imports av, inside a function: the runtime, the stream and the CLI
     (without --video) load without PyAV installed."""
     users = [p.name for p in EDGE.glob("*.py") if any(n == "av" for n, _ in _imports(p))]
-    assert users == ["video.py"]
-    tree = ast.parse((EDGE / "video.py").read_text())
+    assert users == ["frames.py"]
+    tree = ast.parse((EDGE / "frames.py").read_text())
     assert not any(isinstance(node, (ast.Import, ast.ImportFrom)) for node in tree.body
                    if "av" in [a.name for a in getattr(node, "names", [])])
-    code = ("import sys, edge.cli, edge.video_run, edge.video, edge.encoder\n"
+    code = ("import sys, edge.cli, edge.video, edge.frames, edge.encoder\n"
             "assert 'av' not in sys.modules, 'av imported at module load'\n")
     res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}, timeout=60)

@@ -145,12 +145,12 @@ def test_extract_cli_real_encoder(tmp_path):
 @pytest.mark.slow
 def test_workers_and_edge_encoder_parity(tmp_path):
     """--workers 2 gives the single-process features; the fp32 TFLite encoder on the device
-    path (edge.video_run) gives the same features as asl-extract-features (1e-4)."""
+    path (edge.video) gives the same features as asl-extract-features (1e-4)."""
     from export.encoder import build, convert_tflite
 
     from edge.encoder import FrameEncoder
-    from edge.video import SnippetGrid, VideoReader
-    from edge.video_run import snippet_features
+    from edge.frames import SnippetGrid, VideoReader
+    from edge.video import snippet_features
     res = _cli(["--videos", str(CLIPS), "--out", str(tmp_path / "w2"), "--workers", "2"],
                tmp_path, timeout=600)
     assert res.returncode == 0, res.stderr

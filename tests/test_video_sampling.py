@@ -1,4 +1,4 @@
-"""edge/video.py: timestamp resampling to the recipe's grid, snippet timing, bad videos.
+"""edge/frames.py: timestamp resampling to the recipe's grid, snippet timing, bad videos.
 
 No TensorFlow: tiny videos written with PyAV (tests/video_fixtures.py) whose frame j is grey
 level 8j, so the frame each snippet uses is read back from its pixels and compared with the
@@ -10,7 +10,7 @@ import pytest
 
 import video_fixtures as vf
 from conftest import REPO
-from edge.video import (SnippetGrid, VideoError, VideoReader, iter_snippets, rgb_converter,
+from edge.frames import (SnippetGrid, VideoError, VideoReader, iter_snippets, rgb_converter,
                         snippet_offsets)
 
 BIKES = f"{REPO}/tests/fixtures/videos/bikes.mp4"
