@@ -22,12 +22,13 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
-import tempfile
 import typing
 from dataclasses import dataclass, field
 from typing import Any, List, Optional, Union
 
 import yaml
+
+from asl_tf.fileio import atomic_write
 
 __all__ = [
     "DatasetConfig", "ModelConfig", "TrainConfig", "TestConfig", "OptimizerConfig",
@@ -180,7 +181,23 @@ _CHOICES = {
     ("asl", "class_mode"): ("normalized", "authors"),
     ("asl", "combine"): ("product", "sum"),
     ("test_cfg", "nms_method"): ("soft", "hard", "none"),
+    ("features", "pool"): ("mean",),
+    ("features", "interpolation"): ("BILINEAR", "BICUBIC", "AREA", "FAST_BILINEAR", "LANCZOS"),
 }
+
+
+@dataclass
+class FeaturesConfig:
+    """How features are made from video (asl_tf.features.recipe; configs/features/*.yaml).
+
+    The timing of a snippet is the dataset's: `default_fps` (the grid the video is resampled
+    to), `feat_stride`, `num_frames`; this section says what is encoded inside a snippet."""
+    encoder: str = ""                       # frame encoder ("efficientnet_lite0"); "" = not made here
+    frames_per_snippet: int = 1             # frames encoded per snippet, symmetric about its centre
+    size: int = 224                         # encoder input side (frames resized to size x size)
+    interpolation: str = "BILINEAR"         # FFmpeg swscale resize (PyAV name)
+    pool: str = "mean"                      # snippet feature = mean of its frames' features
+    batch_size: int = 32                    # frames per encoder call in offline extraction
 
 
 @dataclass
@@ -194,6 +211,7 @@ class ExperimentConfig:
     test_cfg: TestConfig = field(default_factory=TestConfig)
     opt: OptimizerConfig = field(default_factory=OptimizerConfig)
     asl: ASLConfig = field(default_factory=ASLConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
 
     def model_dict(self) -> dict:
         """The merged ActionFormer `model` section (as `make_meta_arch(**cfg['model'])` takes it).
@@ -220,15 +238,8 @@ class ExperimentConfig:
         path = os.fspath(path)
         folder = os.path.dirname(os.path.abspath(path))
         os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".yaml", dir=folder)
-        try:
-            with os.fdopen(fd, "w") as f:
-                yaml.safe_dump(self.to_dict(), f, sort_keys=False, default_flow_style=None)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with atomic_write(path) as f:
+            yaml.safe_dump(self.to_dict(), f, sort_keys=False, default_flow_style=None)
 
 
 _SECTIONS = {f.name: f.type for f in dataclasses.fields(ExperimentConfig)}

@@ -2,28 +2,32 @@
 
     asl-edge run --model M.tflite|M.onnx --features VIDEO.npy [--stream --hop H]
                  [--fps F --feat-stride S --num-frames K --duration D] --out dets.json
+    asl-edge run --model M.tflite --video SRC --encoder E.tflite [--stream --hop H]
+                 [--frames-per-snippet K --timeout S --report R.json] --out dets.json
     asl-edge bench --model M.tflite [--threads N] [--hop H] [--windows N]
 
 `run` offline writes `{"video_id", "detections": [{"segment": [s, e], "score", "label",
 "label_name"}]}` sorted by score (the model's exported test config; segments clamped to
 `[0, duration]` s). `run --stream` pushes the features one chunk at a time (`--chunk`, default
 1 step) and writes one JSON line per detection as it is finalised, with its latency;
-`--out -` writes to stdout as it goes. `bench` prints JSON: model latency per window, end-to-end
+`--out -` writes to stdout as it goes. `run --video` starts from frames (a file, a URL, a
+camera; edge/video.py) and writes the same JSON. `bench` prints JSON: model latency per window, end-to-end
 streaming latency per second of video, real-time factor and peak RSS.
 
 argparse only; a user error prints one line `asl-edge: error: ...` and exits 2.
 """
 import argparse
+import contextlib
 import json
 import logging
 import os
 import resource
 import sys
-import tempfile
 import time
 
 import numpy as np
 
+from edge.fileio import atomic_write
 from edge.runtime import EdgeModel
 from edge.stream import StreamingDetector, default_duration, detect_video
 
@@ -62,7 +66,18 @@ def build_parser():
 
     run = sub.add_parser("run", help="detect actions in a feature file")
     common(run)
-    run.add_argument("--features", required=True, help="VIDEO.npy, [T, C] float32")
+    run.add_argument("--features", default=None, help="VIDEO.npy, [T, C] float32")
+    run.add_argument("--video", default=None, help="instead of --features: a video file, URL or "
+                     "camera (/dev/video0) that FFmpeg opens (needs PyAV: asl-tf-edge[video])")
+    run.add_argument("--encoder", default=None, help="with --video: the exported frame encoder "
+                     "(.tflite or .onnx)")
+    run.add_argument("--frames-per-snippet", type=_positive(int), default=1,
+                     help="with --video: frames encoded per snippet (the recipe's; default 1)")
+    run.add_argument("--timeout", type=_positive(float), default=10.0,
+                     help="with --video: seconds without data after which a live source has "
+                     "stopped (its stream ends with what it had)")
+    run.add_argument("--report", default=None, help="with --video: write the run's report "
+                     "(real-time factor, peak RSS) as JSON here")
     run.add_argument("--out", required=True, help="output JSON (JSON lines with --stream; '-' "
                      "for stdout)")
     run.add_argument("--stream", action="store_true", help="stream mode: JSON lines as "
@@ -107,20 +122,6 @@ def _load_features(path):
     return feats
 
 
-def _atomic_open(path):
-    """A temp file beside `path`; returns (file, commit) where commit() renames it."""
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=os.path.dirname(path) or ".")
-    f = os.fdopen(fd, "w", encoding="utf-8")
-
-    def commit(ok=True):
-        f.close()
-        if ok:
-            os.replace(tmp, path)
-        elif os.path.exists(tmp):
-            os.remove(tmp)
-    return f, commit
-
-
 def _public(d, video_id=None, stream=False):
     out = {"segment": d["segment"], "score": d["score"], "label": d["label"],
            "label_name": d["label_name"]}
@@ -131,6 +132,11 @@ def _public(d, video_id=None, stream=False):
 
 
 def cmd_run(args):
+    if (args.features is None) == (args.video is None):
+        raise ValueError("run: give exactly one of --features VIDEO.npy and --video SRC")
+    if args.video is not None:
+        from edge.video import run_video
+        return run_video(args, _public)
     feats = _load_features(args.features)
     model = EdgeModel(args.model, num_threads=args.threads)
     if feats.shape[1] != model.input_dim:
@@ -150,26 +156,17 @@ def cmd_run(args):
             json.dump(doc, sys.stdout)
             sys.stdout.write("\n")
             return 0
-        f, commit = _atomic_open(args.out)
-        try:
+        with atomic_write(args.out) as f:
             json.dump(doc, f, indent=1)
             f.write("\n")
-        except BaseException:
-            commit(False)
-            raise
-        commit()
         logging.info("%s: %d detections -> %s", video_id, len(dets), args.out)
         return 0
 
     det = StreamingDetector(model, hop=args.hop, **meta)
     duration = args.duration or default_duration(len(feats), det.fps, det.feat_stride,
                                                  det.num_frames)
-    if args.out == "-":
-        f, commit = sys.stdout, (lambda ok=True: sys.stdout.flush())
-    else:
-        f, commit = _atomic_open(args.out)
     count = 0
-    try:
+    with (contextlib.nullcontext(sys.stdout) if args.out == "-" else atomic_write(args.out)) as f:
         for i in range(0, len(feats), args.chunk):
             for d in det.push(np.asarray(feats[i:i + args.chunk])):
                 f.write(json.dumps(_public(d, video_id, True)) + "\n")
@@ -178,10 +175,7 @@ def cmd_run(args):
         for d in det.flush(duration=duration):
             f.write(json.dumps(_public(d, video_id, True)) + "\n")
             count += 1
-    except BaseException:
-        commit(False)
-        raise
-    commit()
+        f.flush()
     logging.info("%s: %d detections streamed (%d windows, %d steps dropped)", video_id, count,
                  det.windows_run, det.dropped_steps)
     return 0
@@ -245,9 +239,8 @@ def cmd_bench(args):
     text = json.dumps(report, indent=1)
     print(text)
     if args.out:
-        f, commit = _atomic_open(args.out)
-        f.write(text + "\n")
-        commit()
+        with atomic_write(args.out) as f:
+            f.write(text + "\n")
     return 0
 
 
