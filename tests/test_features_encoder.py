@@ -81,7 +81,6 @@ def test_batchnorm_folding_is_exact(golden):
     np.testing.assert_allclose(y, golden["features"][:2], rtol=0, atol=TOL)
 
 
-@pytest.mark.slow
 def test_tflite_fp32_export_matches_reference(tflite_fp32, golden):
     _check(tflite_fp32["features"], tflite_fp32["logits"], golden)
 
