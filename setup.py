@@ -44,6 +44,7 @@ setup(
             "asl-export=export.cli:run",
             "asl-demo=asl_tf.cli.demo:run",
             "asl-edge=edge.cli:main",
+            "asl-extract-features=asl_tf.cli.extract:run",
             "asl-beam=asl_tf.cli.beam:run",
         ]
     },
