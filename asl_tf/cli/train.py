@@ -113,6 +113,7 @@ def train(cfg, workdir, *, strategy="default", mixed_precision="off", xla=False,
     from asl_tf.model.detector import build_detector
 
     tc = cfg.train_cfg
+    os.makedirs(workdir, exist_ok=True)  # an unwritable --workdir fails first (nothing in it yet)
     if deterministic:
         tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(int(tc.seed) % (2 ** 31))

@@ -248,7 +248,9 @@ def load(path):
             try:
                 return _load_legacy(path, fh)
             except pickle.UnpicklingError as err:
-                raise ValueError(str(err)) from None
+                text = str(err)
+                raise ValueError(text if path in text else f"{path}: not a readable torch "
+                                 f"checkpoint ({text})") from None
             except (EOFError, TypeError, AttributeError, IndexError, KeyError,
                     struct.error) as err:
                 raise ValueError(f"{path}: not a readable torch checkpoint (neither a zip "
