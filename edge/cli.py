@@ -24,7 +24,6 @@ prints one line `asl-edge: error: ...` and exits 2 (`--debug`: with its tracebac
 """
 import argparse
 import contextlib
-import errno
 import json
 import logging
 import os
@@ -35,6 +34,7 @@ import zipfile
 
 import numpy as np
 
+from edge.errors import user_error_text
 from edge.fileio import atomic_write
 from edge.runtime import EdgeModel
 from edge.stream import StreamingDetector, default_duration, detect_video
@@ -278,27 +278,6 @@ def cmd_bench(args):
     return 0
 
 
-# OSError numbers that mean the user's path or disk (a copy of asl_tf/cli/_common.py's list).
-_USER_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EFBIG,
-                errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENAMETOOLONG}
-
-
-def _user_error_text(err):
-    """One line for a user error, or None for a bug (which keeps its traceback)."""
-    if isinstance(err, OSError):
-        if err.errno not in _USER_ERRNOS and not isinstance(
-                err, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
-            return None
-        text = err.strerror or str(err)
-        name = err.filename
-        if name is not None and os.path.basename(str(name)).startswith("."):
-            name = f"cannot write in {os.path.dirname(str(name)) or '.'}"  # our temp file
-        return f"{name}: {text}" if name is not None and str(name) not in text else str(err)
-    if isinstance(err, (ValueError, zipfile.BadZipFile)):
-        return str(err).split("\n")[0]
-    return None
-
-
 def main(argv=None):
     """Console entry point of `asl-edge`; returns the exit status (2 on a user error)."""
     logging.basicConfig(level=logging.WARNING, format=f"{PROG}: %(levelname)s: %(message)s")
@@ -315,7 +294,7 @@ def main(argv=None):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     except Exception as err:  # noqa: BLE001  (classified: bugs re-raise)
-        text = _user_error_text(err)
+        text = user_error_text(err)
         if text is None or args.debug:
             raise
         print(f"{PROG}: error: {text}", file=sys.stderr)
