@@ -121,7 +121,8 @@ def _load_features(path):
         raise FileNotFoundError(f"{path}: features file not found")
     try:
         feats = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, NotImplementedError,
+            RuntimeError) as err:
         raise ValueError(f"{path}: not a .npy array ({err})") from None
     if isinstance(feats, np.lib.npyio.NpzFile):  # .npz: one array, [T, C]
         with contextlib.closing(feats):
@@ -131,7 +132,8 @@ def _load_features(path):
                                  f"got {len(names)} ({', '.join(names[:5])})")
             try:
                 feats = feats[names[0]]
-            except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+            except (ValueError, OSError, EOFError, zipfile.BadZipFile, NotImplementedError,
+                    RuntimeError) as err:
                 raise ValueError(f"{path}: damaged array {names[0]!r} ({err})") from None
     if feats.ndim != 2:
         raise ValueError(f"{path}: features must be [T, C], got shape {list(feats.shape)}")

@@ -110,7 +110,8 @@ def read_state_dict(source, ema=False):
             try:
                 with np.load(path, allow_pickle=False) as z:
                     obj = {k: z[k] for k in z.files}
-            except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+            except (OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError,
+                    RuntimeError) as err:  # damaged zip headers too
                 raise UserError(f"{path}: damaged or unreadable .npz checkpoint ({err})") from None
             except ValueError as err:  # e.g. a pickled object array
                 raise UserError(f"{path}: not a checkpoint of plain arrays ({err})") from None

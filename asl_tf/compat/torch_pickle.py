@@ -257,7 +257,8 @@ def load(path):
                                  f"archive nor a legacy torch.save file: {err})") from None
     try:
         return _load_zip(path)
-    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as err:
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError,
+            RuntimeError) as err:  # damaged headers: unknown compression, 'encrypted'
         if isinstance(err, (FileNotFoundError, PermissionError)):
             raise
         raise UserError(f"{path}: damaged checkpoint archive ({err})") from None

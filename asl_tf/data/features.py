@@ -138,7 +138,8 @@ class FeatureReader:
                     arr = np.asarray(h5[key][()])
             else:
                 arr = np.load(path, allow_pickle=False)
-        except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+        except (OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError,
+                RuntimeError) as err:
             # np.load / h5py on a truncated, CRC-damaged or empty file
             raise ValueError(f"{path}: video '{video_id}': unreadable feature file ({err})") from None
         except ValueError as err:
