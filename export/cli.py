@@ -62,7 +62,7 @@ def define_flags():
 
 
 def main(argv):
-    from asl_tf.cli._common import UserError
+    from asl_tf.errors import UserError
     from export.api import export_encoder, export_model
 
     if len(argv) > 1:
