@@ -136,7 +136,7 @@ def cmd_run(args):
         raise ValueError("run: give exactly one of --features VIDEO.npy and --video SRC")
     if args.video is not None:
         from edge.video_run import run_video
-        return run_video(args, _public, _atomic_open)
+        return run_video(args, _public)
     feats = _load_features(args.features)
     model = EdgeModel(args.model, num_threads=args.threads)
     if feats.shape[1] != model.input_dim:

@@ -18,6 +18,7 @@ The encoder's output width must equal the detector's input width: checked before
 opened. At the end a report (real-time factor = seconds of video / seconds of processing, peak
 RSS) goes to the log and, with `--report FILE`, to a JSON file.
 """
+import contextlib
 import json
 import os
 import re
@@ -27,6 +28,7 @@ import time
 import numpy as np
 
 from edge.encoder import FrameEncoder
+from edge.fileio import atomic_write
 from edge.runtime import EdgeModel
 from edge.stream import StreamingDetector, default_duration, detect_video
 from edge.video import SnippetGrid, VideoReader, iter_snippets, rgb_converter
@@ -71,9 +73,14 @@ def open_models(encoder_path, model_path, threads=None):
     return encoder, model
 
 
-def run_video(args, public, atomic_open):
+def _output(path):
+    """stdout for '-', else an atomic file (nothing half-written)."""
+    return contextlib.nullcontext(sys.stdout) if path == "-" else atomic_write(path)
+
+
+def run_video(args, public):
     """The `--video` branch of `asl-edge run` (args of edge.cli); `public(d, video_id, stream)`
-    and `atomic_open(path)` are edge.cli's JSON shaping and atomic output. Returns 0."""
+    is edge.cli's JSON shaping. Returns 0."""
     if not args.encoder:
         raise ValueError("--video needs --encoder E.tflite|E.onnx (the exported frame encoder)")
     t_open = time.perf_counter()
@@ -99,32 +106,18 @@ def run_video(args, public, atomic_open):
         dets = detect_video(model, feats, hop=args.hop, duration=args.duration, **meta)
         doc = {"video_id": video_id, "detections": [public(d) for d in dets]}
         count, steps, windows = len(dets), len(feats), None
-        if args.out == "-":
-            json.dump(doc, sys.stdout)
-            sys.stdout.write("\n")
-        else:
-            f, commit = atomic_open(args.out)
-            try:
-                json.dump(doc, f, indent=1)
-                f.write("\n")
-            except BaseException:
-                commit(False)
-                raise
-            commit()
+        with _output(args.out) as f:
+            json.dump(doc, f, indent=None if args.out == "-" else 1)
+            f.write("\n")
     else:
-        if args.out == "-":
-            f, commit = sys.stdout, (lambda ok=True: sys.stdout.flush())
-        else:
-            f, commit = atomic_open(args.out)
-
-        def write(d):
-            line = {**public(d, video_id, True), "video_time_s": reader.duration,
-                    "wall_s": time.perf_counter() - t0}
-            f.write(json.dumps(line) + "\n")
-            f.flush()
-
         steps = 0
-        try:
+        with _output(args.out) as f:
+            def write(d):
+                line = {**public(d, video_id, True), "video_time_s": reader.duration,
+                        "wall_s": time.perf_counter() - t0}
+                f.write(json.dumps(line) + "\n")
+                f.flush()
+
             for i, feat in snippet_features(reader, grid, encoder, stats):
                 steps += 1
                 for d in det.push(feat[None]):
@@ -135,10 +128,6 @@ def run_video(args, public, atomic_open):
             for d in det.flush(duration=duration):
                 write(d)
                 count += 1
-        except BaseException:
-            commit(False)
-            raise
-        commit()
         windows = det.windows_run
     wall = time.perf_counter() - t0
     report = {
@@ -156,7 +145,6 @@ def run_video(args, public, atomic_open):
           f"({report['real_time_factor']:.1f}x real time), {steps} snippets, {count} detections, "
           f"peak RSS {report['peak_rss_mb']:.0f} MB", file=sys.stderr)
     if args.report:
-        rf, rcommit = atomic_open(args.report)
-        rf.write(json.dumps(report, indent=1) + "\n")
-        rcommit()
+        with atomic_write(args.report) as rf:
+            rf.write(json.dumps(report, indent=1) + "\n")
     return 0

@@ -15,8 +15,8 @@ Rerunning the same command resumes: the workdir keeps `config.json` (the resolve
 `backup/state.weights.h5` + `backup/state.json` (weights, optimizer moments, EMA, loss
 normaliser and the step, saved every `--backup_every` steps and at the end), `log.csv`,
 `tb/` (TensorBoard), `best.weights.h5` (best validation average mAP with the EMA weights,
-when `train_cfg.eval_every > 0` and the validation split exists), `final.weights.h5` and
-`final_ema.weights.h5`. The resumed run restarts at the saved step with the seeded input
+when `train_cfg.eval_every > 0` and the validation split exists), `final.weights.h5`,
+`final_ema.weights.h5` and `final.keras` (the final EMA model, what `asl-export --model` takes). The resumed run restarts at the saved step with the seeded input
 stream skipped to the same batch, so a killed run ends with the weights of an uninterrupted
 one. A workdir holding another config's run is refused unless `--force` (which restarts).
 """
@@ -185,8 +185,13 @@ def train(cfg, workdir, *, strategy="default", mixed_precision="off", xla=False,
         fit(ds, e0, steps, total_epochs)
     _save(model, os.path.join(workdir, "final.weights.h5"))
     raw = [v.numpy() for v in model.trainable_variables]
-    if training.use_ema_weights(model):
+    ema = training.use_ema_weights(model)
+    if ema:
         _save(model, os.path.join(workdir, "final_ema.weights.h5"))
+    # the model `asl-export --model` takes: the EMA weights (ActionFormer evaluates the EMA)
+    with atomic_path(os.path.join(workdir, "final.keras"), suffix=".keras") as tmp:
+        model.save(tmp)
+    if ema:
         for v, r in zip(model.trainable_variables, raw):
             v.assign(r)
     return model, history
