@@ -278,6 +278,10 @@ def test_legacy_reader_refuses_truncated_and_inconsistent(tmp_path):
     wrong.write_bytes(raw.replace(struct.pack("<q", 8), struct.pack("<q", 9)))
     with pytest.raises(ValueError, match="holds 9 elements"):
         torch_pickle.load(wrong)
+    huge = tmp_path / "huge.pth"  # a storage claiming 2**30 elements is refused unallocated
+    huge.write_bytes(raw.replace(b"J" + struct.pack("<i", 8), b"J" + struct.pack("<i", 2 ** 30), 1))
+    with pytest.raises(ValueError, match="claims 1073741824 elements"):
+        torch_pickle.load(huge)
     magic = tmp_path / "magic.pth"
     magic.write_bytes(_pickle_int(12345) + raw[len(_pickle_int(_MAGIC)):])
     with pytest.raises(ValueError, match="wrong magic number"):

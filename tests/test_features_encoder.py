@@ -102,3 +102,27 @@ def test_weights_path_and_refusals(tmp_path):
     with pytest.raises(ValueError, match="visible_state_dict.pth: weights lack tensor "
                                          "'_conv_stem.weight'"):
         efficientnet_lite0(weights=other)
+
+
+@pytest.mark.slow
+def test_jax_backend_matches_reference():
+    """keras.ops only: the same encoder on the JAX backend (subprocess) meets the goldens."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+    code = ("import json, numpy as np, keras\n"
+            "from asl_tf.features import efficientnet_lite0\n"
+            f"z = np.load({str(GOLDEN)!r})\n"
+            "y = np.asarray(efficientnet_lite0(include_top=True)(z['frames'].astype('float32')))\n"
+            "print(json.dumps([keras.backend.backend(), float(np.abs(y - z['logits']).max()),"
+            " y.argmax(1).tolist()]))\n")
+    env = dict(os.environ, KERAS_BACKEND="jax", PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    backend, diff, top1 = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert backend == "jax" and diff <= TOL
+    assert top1 == [437, 829, 821, 671, 710, 519, 692, 478]
