@@ -8,8 +8,8 @@ import numpy as np
 
 from asl_tf.fileio import atomic_path, atomic_write
 
-TRACKS = (("keras", "Keras"), ("tflite", "TFLite int8 (edge, offline)"),
-          ("tflite_stream", "TFLite int8 (edge, stream)"), ("onnx", "ONNX (edge)"))
+TRACKS = (("keras", "Keras"), ("tflite", "TFLite (edge, offline)"),
+          ("tflite_stream", "TFLite (edge, stream)"), ("onnx", "ONNX (edge)"))
 MIN_SCORE = 0.3           # detections drawn in the timeline
 
 
@@ -87,6 +87,9 @@ def write_report(path, summary):
         err = "-" if m["boundary_error_s"] is None else f"{m['boundary_error_s']:.3f}"
         lines.append(f"| {names.get(k, k)} | " + " | ".join(f"{x:.2f}" for x in m["mAP_per_tiou"])
                      + f" | **{m['average']:.2f}** | {err} | {m['missed']}/{m['instances']} |")
+    quant = summary.get("tflite_quantization", {})
+    if quant:
+        lines += ["", f"TFLite: encoder {quant.get('encoder')}, detector {quant.get('detector')}."]
     agree = summary.get("stream_vs_offline_agreement")
     lines += ["", "Boundary error: |start - start'| and |end - end'| of each ground-truth "
               "instance's best detection of its class with tIoU >= 0.5, median over both ends.",
