@@ -90,7 +90,7 @@ def quality_profile(model, ctx, bins=10):
     relative position (t - start) / length in `bins` bins, and the generator's key-evidence
     envelope binned the same way. Returns dict of lists (None without the quality branch)."""
     from asl_tf.cli import demo
-    from asl_tf.compat.actionformer import pad_for_eval
+    from asl_tf.data.pipeline import pad_for_eval
     from asl_tf.data import synthetic as S
 
     dcfg = ctx["data_cfg"]
