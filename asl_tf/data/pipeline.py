@@ -34,6 +34,7 @@ import numpy as np
 from absl import logging
 
 from asl_tf.data.features import resize_features
+from asl_tf.model.points import max_div_factor as _max_div_factor
 
 __all__ = ["VideoGrid", "video_grid", "sec_to_grid", "grid_to_sec", "clean_training_segments",
            "truncate", "preprocess_train", "train_arrays", "make_train_dataset",
@@ -56,14 +57,8 @@ def grid_to_sec(grid, fps, feat_stride, num_frames):
 def max_div_factor(model_cfg) -> int:
     """ActionFormer `max_div_factor` from a ModelConfig (or model dict)."""
     get = (lambda k: model_cfg[k]) if isinstance(model_cfg, dict) else (lambda k: getattr(model_cfg, k))
-    arch, scale, start = get("backbone_arch"), get("scale_factor"), get("fpn_start_level")
-    strides = [scale ** i for i in range(start, arch[-1] + 1)]
-    win = get("n_mha_win_size")
-    wins = [win] * (1 + arch[-1]) if isinstance(win, int) else list(win)
-    out = 1
-    for s, w in zip(strides, wins):
-        out = max(out, s * (w // 2) * 2 if w > 1 else s)
-    return int(out)
+    return _max_div_factor(get("scale_factor"), get("fpn_start_level"), get("backbone_arch"),
+                           get("n_mha_win_size"))
 
 
 def eval_padded_length(t: int, max_seq_len: int, div: int,
