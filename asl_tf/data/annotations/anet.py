@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from absl import logging
 
-from asl_tf.data.annotations.common import (_Builder, _err, _get, _load_json, _num, _rank_names,
-                                            _read_csv, _segment)
+from asl_tf.data.annotations.common import (_Builder, _err, _get, _load_json, _num,
+                                            _plain_video, _rank_names, _read_csv, _segment)
 
 
 def _read_anet(path, b: _Builder):
@@ -15,9 +15,7 @@ def _read_anet(path, b: _Builder):
     if not isinstance(db, dict):
         raise ValueError(f"{path}: expected the ActivityNet schema with a 'database' mapping")
     for vid, v in db.items():
-        subset = str(_get(v, "subset", path, vid))
-        duration = _num(_get(v, "duration", path, vid), path, vid, "duration")
-        rec = b.video(vid, subset, duration, None)
+        rec = _plain_video(b, path, vid, v)
         for a in v.get("annotations", []) or []:
             s, e = _segment(_get(a, "segment", path, vid), path, vid)
             rec["rows"].append((s, e, None, str(_get(a, "label", path, vid))))

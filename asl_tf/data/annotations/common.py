@@ -246,3 +246,11 @@ def _row_stats(records, dur_from_segments) -> dict:
         neg += int(np.sum(s < 0))
     return {"videos": len(records), "rows": rows, "past_end": past, "end_le_start": le,
             "negative_start": neg, "duration_from_segments": dur_from_segments}
+
+
+def _plain_video(b, path, vid, v):
+    """Register video `vid` of an entry with `subset` and `duration` (seconds, no fps) in
+    builder `b`; returns its row holder."""
+    subset = str(_get(v, "subset", path, vid))
+    duration = _num(_get(v, "duration", path, vid), path, vid, "duration")
+    return b.video(vid, subset, duration, None)

@@ -127,10 +127,10 @@ def _class_files(label, class_file):
 
 
 def read(path, b: _Builder, opts):
-    return _read_epic(path, b, opts.label, opts.video_info, _class_files(opts.label, opts.class_file),
-                      c2=False)
+    classes = _class_files(opts.label, opts.class_file)
+    return _read_epic(path, b, opts.label, opts.video_info, classes, c2=False)
 
 
 def read_c2(path, b: _Builder, opts):
-    return _read_epic(path, b, opts.label, opts.video_info, _class_files(opts.label, opts.class_file),
-                      c2=True)
+    classes = _class_files(opts.label, opts.class_file)
+    return _read_epic(path, b, opts.label, opts.video_info, classes, c2=True)

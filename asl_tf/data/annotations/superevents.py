@@ -2,7 +2,7 @@
 0-based, MultiThumos 1-based: `label_offset=1`)."""
 from __future__ import annotations
 
-from asl_tf.data.annotations.common import (_Builder, _err, _get, _load_json, _num)
+from asl_tf.data.annotations.common import _Builder, _err, _get, _load_json, _num, _plain_video
 
 
 def _read_superevents(path, b: _Builder, label_offset):
@@ -10,9 +10,7 @@ def _read_superevents(path, b: _Builder, label_offset):
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a JSON object {{video: {{subset, duration, actions}}}}")
     for vid, v in data.items():
-        subset = str(_get(v, "subset", path, vid))
-        duration = _num(_get(v, "duration", path, vid), path, vid, "duration")
-        rec = b.video(vid, subset, duration, None)
+        rec = _plain_video(b, path, vid, v)
         actions = _get(v, "actions", path, vid)
         if not isinstance(actions, list):
             raise _err(path, vid, "actions", "expected a list of [class, start, end]")
