@@ -1,4 +1,5 @@
-# The two commands of the README: `make demo` (the main job) and `make test`.
+# The commands of the README: `make demo` (the main job), `make test` (the fast tier: every
+# test not marked @pytest.mark.slow, a few minutes) and `make test-all` (every test).
 # Each creates .venv when missing and installs the pinned set; a stamp keeps reruns quick.
 PYTHON ?= python3
 VENV   := .venv
@@ -7,7 +8,7 @@ BASE   := $(VENV)/.installed-base
 TEST   := $(VENV)/.installed-test
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: venv demo test clean bazel-test
+.PHONY: venv demo test test-all clean bazel-test
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +19,7 @@ $(BASE): $(PY) requirements.txt setup.py
 	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
-$(TEST): $(BASE) requirements-test.txt
+$(TEST): $(BASE) requirements-test.txt requirements-beam.txt
 	$(PY) -m pip install -q -r requirements-test.txt
 	touch $@
 
@@ -28,6 +29,9 @@ demo: $(BASE)
 	$(VENV)/bin/asl-demo --workdir runs/demo
 
 test: $(TEST)
+	$(PY) -m pytest -q -m "not slow" tests
+
+test-all: $(TEST)
 	$(PY) -m pytest -q tests
 
 # A fast subset of the tests as Bazel py_test targets (WORKSPACE, tests/BUILD), offline, run

@@ -31,7 +31,9 @@ setup(
         # Same TensorFlow package with the CUDA wheels: never two TensorFlows in one venv.
         "gpu": ["tensorflow[and-cuda]==2.21.0"],
         "jax": ["jax==0.10.2", "jaxlib==0.10.2"],
-        "test": ["pytest==9.2.0", "jax==0.10.2", "jaxlib==0.10.2"],
+        "test": ["pytest==9.2.0", "jax==0.10.2", "jaxlib==0.10.2"] + _pins("requirements-beam.txt"),
+        # Apache Beam batch pipelines (`asl-beam`); protobuf pinned < 7 in requirements.txt for it
+        "beam": _pins("requirements-beam.txt"),
     },
     entry_points={
         "console_scripts": [
@@ -42,6 +44,8 @@ setup(
             "asl-export=export.cli:run",
             "asl-demo=asl_tf.cli.demo:run",
             "asl-edge=edge.cli:main",
+            "asl-extract-features=asl_tf.cli.extract:run",
+            "asl-beam=asl_tf.cli.beam:run",
         ]
     },
 )

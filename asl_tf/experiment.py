@@ -173,11 +173,11 @@ def _save(model, path):
 
 def detect_records(model, records, reader):
     """{video_id: detections in seconds} of whole-video inference (`asl_tf.inference`) on each
-    record's features. records: `VideoRecord`s with fps, feat_stride, num_frames, duration."""
+    record's features (trimmed eval padding). records: `VideoRecord`s with fps, feat_stride, num_frames, duration."""
     from asl_tf.inference import detect_video
 
     return {r.video_id: detect_video(model, reader(r.video_id), r.fps, r.feat_stride,
-                                     r.num_frames, r.duration)
+                                     r.num_frames, r.duration, trim=True)
             for r in records}
 
 

@@ -1,40 +1,48 @@
-"""The one inference step from model outputs to detections in seconds.
+"""The one inference step of the library: model outputs -> `edge.postprocess` -> detections.
 
-`postprocess_outputs` takes batch item 0 of the detector's eval outputs and runs
-`edge.postprocess` (decode, per-level top-k, NMS, seconds), so training-time evaluation, the
-reference-parity `detect`, the demo and the ablation all produce the same detections from the
-same outputs. `detect_video` adds eval padding (`asl_tf.data.pipeline.pad_for_eval`) and the
-Keras forward for one whole video.
+`outputs(model, feats, mask)`: eval-mode forward, numpy out. `detect_window` post-processes
+batch item 0 of an already padded window; `detect_video` pads one video's features first
+(the reference padding, or the trimmed one with the same outputs). Detections are
+`{"segments" [N, 2] seconds, "scores" [N], "labels" [N]}` as `edge.postprocess` returns them,
+so the server and the device produce the same detections from the same outputs.
 """
 import numpy as np
 
 from asl_tf.data.pipeline import pad_for_eval
-from edge.postprocess import postprocess
+from edge import postprocess as pp
 
 
-def postprocess_outputs(model, out, t, fps, feat_stride, num_frames, duration):
-    """Detections of batch item 0 of `out` (cls_logits [B,ΣT_l,K], offsets [B,ΣT_l,2], mask
-    [B,ΣT_l]) of an input of `t` frames -> {"segments" [N,2] s, "scores" [N], "labels" [N]}.
-    fps in frames/s, feat_stride and num_frames in frames, duration in seconds."""
-    t = int(t)
-    return postprocess(np.asarray(out["cls_logits"], np.float32)[0],
-                       np.asarray(out["offsets"], np.float32)[0],
-                       np.asarray(out["mask"]).astype(bool)[0],
-                       np.asarray(model.points(t)), list(model.level_lengths(t)),
-                       dict(model.test_cfg), float(fps), float(feat_stride), float(num_frames),
-                       float(duration))
+def outputs(model, feats, mask):
+    """Eval-mode forward. feats [B, T, C] float32, mask [B, T] bool ->
+    {"cls_logits" [B, ΣT_l, K], "offsets" [B, ΣT_l, 2], "mask" [B, ΣT_l] bool,
+     "points" [ΣT_l, 4] ([t, reg_lo, reg_hi, stride])}, numpy, levels finest first."""
+    import keras
+
+    x = {"feats": feats, "mask": mask}
+    if keras.backend.backend() == "jax":
+        # one jitted function per input shape instead of op-by-op dispatch
+        out = model.predict_on_batch({k: np.asarray(v) for k, v in x.items()})
+    else:
+        out = model(x, training=False)
+    return {"cls_logits": np.asarray(out["cls_logits"], np.float32),
+            "offsets": np.asarray(out["offsets"], np.float32),
+            "mask": np.asarray(out["mask"]).astype(bool),
+            "points": np.asarray(model.points(int(feats.shape[1])))}
 
 
-def detect_batch(model, x, fps, feat_stride, num_frames, duration):
-    """Keras eval forward of a batch-1 input `x` = {"feats" [1,T,C], "mask" [1,T]} ->
-    detections in seconds (see `postprocess_outputs`)."""
-    out = model(x, training=False)
-    return postprocess_outputs(model, out, int(x["feats"].shape[1]), fps, feat_stride,
-                               num_frames, duration)
+def detect_window(model, feats, mask, fps, feat_stride, num_frames, duration):
+    """Detections (seconds) of batch item 0 of a padded window feats [1, T, C], mask [1, T],
+    with the model's test_cfg; fps, feat_stride (frames), num_frames (frames per feature),
+    duration (seconds) place the feature grid on the video's time axis."""
+    out = outputs(model, feats, mask)
+    t = int(feats.shape[1])
+    return pp.postprocess(out["cls_logits"][0], out["offsets"][0], out["mask"][0], out["points"],
+                          list(model.level_lengths(t)), dict(model.test_cfg), float(fps),
+                          float(feat_stride), float(num_frames), float(duration))
 
 
-def detect_video(model, feats, fps, feat_stride, num_frames, duration, trim=True):
-    """Whole-video inference: feats [T,C] -> detections in seconds. trim=True uses the
-    shortest eval padding with the reference padding's outputs on the valid frames."""
+def detect_video(model, feats, fps, feat_stride, num_frames, duration, trim=False):
+    """Detections (seconds) of one whole video, feats [T, C]: padded as the reference's batch-1
+    eval (trim=True: the shortest padding with the same outputs, fewer frames to run)."""
     x, m = pad_for_eval(model, np.asarray(feats, np.float32), trim=trim)
-    return detect_batch(model, {"feats": x, "mask": m}, fps, feat_stride, num_frames, duration)
+    return detect_window(model, x, m, fps, feat_stride, num_frames, duration)

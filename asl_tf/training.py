@@ -28,6 +28,7 @@ import keras
 import numpy as np
 from absl import logging
 
+from asl_tf import inference
 from asl_tf.fileio import atomic_path, atomic_write
 
 LOSS_KEYS = ("cls_loss", "reg_loss", "quality_loss", "ascl_loss")
@@ -285,13 +286,6 @@ class EMAWeights:
         return False
 
 
-def detect(model, x, meta):
-    """Detections of one eval element (batch 1) in seconds, with `edge.postprocess`."""
-    from asl_tf.inference import detect_batch
-    return detect_batch(model, x, meta["fps"], meta["feat_stride"], meta["num_frames"],
-                        meta["duration"])
-
-
 def _meta_value(v):
     v = np.asarray(v)
     v = v.reshape(-1)[0] if v.size else v
@@ -320,7 +314,9 @@ class EvalCallback(keras.callbacks.Callback):
         ctx = EMAWeights(self.model) if self.use_ema else _Null(self.model)
         with ctx:
             for x, meta in self.dataset:
-                d = detect(self.model, x, {k: _meta_value(v) for k, v in meta.items()})
+                m = {k: _meta_value(v) for k, v in meta.items()}
+                d = inference.detect_window(self.model, x["feats"], x["mask"], m["fps"],
+                                            m["feat_stride"], m["num_frames"], m["duration"])
                 d["video_id"] = str(_meta_value(meta["video_id"]))
                 dets.append(d)
         res = evaluate_detections(self.gt, dets, self.tious, warn=False)

@@ -16,6 +16,7 @@ import numpy as np
 from absl import flags, logging
 
 from asl_tf.cli._common import run_app
+from asl_tf.fileio import atomic_write
 from asl_tf.eval_epic import TASKS, evaluate_epic
 from asl_tf.eval_io import load_ground_truth, load_predictions
 from asl_tf.evaluation import DEFAULT_TIOU, default_tious, evaluate_detections, parse_tiou

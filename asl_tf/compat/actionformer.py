@@ -16,10 +16,12 @@ import re
 
 import numpy as np
 
+from asl_tf import inference
 from asl_tf.compat import torch_pickle
+# training parity lives in actionformer_train; re-exported as part of this interface
+from asl_tf.compat.actionformer_train import gradients, training_losses
 from asl_tf.compat.torch_names import torch_name_map
-from asl_tf.data.pipeline import pad_for_eval  # noqa: F401  (re-exported: acceptance interface)
-from asl_tf.inference import postprocess_outputs
+from asl_tf.data.pipeline import pad_for_eval
 from asl_tf.model.detector import (MODEL_DEFAULTS, TEST_DEFAULTS, TRAIN_DEFAULTS, ASLDetector,
                                    build_detector)
 
@@ -238,18 +240,7 @@ def forward(model, feats, mask):
     """Eval-mode forward. feats [B,T,C] float32, mask [B,T] bool (numpy) ->
     {"cls_logits" [B,ΣT_l,K], "offsets" [B,ΣT_l,2], "mask" [B,ΣT_l] bool,
      "points" [ΣT_l,4] ([t, reg_lo, reg_hi, stride])}, numpy, levels finest first."""
-    feats, mask = _check_inputs(model, feats, mask)
-    import keras
-
-    if keras.backend.backend() == "jax":
-        # one jitted function per input shape instead of op-by-op dispatch
-        out = model.predict_on_batch({"feats": feats, "mask": mask})
-    else:
-        out = model({"feats": feats, "mask": mask}, training=False)
-    return {"cls_logits": np.asarray(out["cls_logits"], np.float32),
-            "offsets": np.asarray(out["offsets"], np.float32),
-            "mask": np.asarray(out["mask"]).astype(bool),
-            "points": model.points(feats.shape[1])}
+    return inference.outputs(model, *_check_inputs(model, feats, mask))
 
 
 _VIDEO_KEYS = ("video_id", "feats", "fps", "feat_stride", "feat_num_frames", "duration")
@@ -272,11 +263,8 @@ def detect(model, videos):
             raise ValueError(f"videos[{i}].feats: expected [T, C], got shape {feats.shape}")
         if feats.shape[0] == 0:
             raise ValueError(f"videos[{i}].feats: T is 0 (empty video)")
-        padded, mask = pad_for_eval(model, feats)
-        out = forward(model, padded, mask)
-        det = postprocess_outputs(model, out, padded.shape[1], float(video["fps"]), float(video["feat_stride"]),
-                                  float(video["feat_num_frames"]),
-                                  float(video["duration"]))
+        det = inference.detect_video(model, feats, float(video["fps"]), float(video["feat_stride"]),
+                                     float(video["feat_num_frames"]), float(video["duration"]))
         results.append({"video_id": video["video_id"],
                         "segments": np.asarray(det["segments"], np.float32).reshape(-1, 2),
                         "scores": np.asarray(det["scores"], np.float32),
@@ -288,19 +276,3 @@ def is_detector(obj):
     return isinstance(obj, ASLDetector)
 
 
-# --------------------------------------------------------------------------------------------
-# training parity (implemented in asl_tf.compat.actionformer_train; re-exported here)
-def training_losses(model, feats, mask, gt_segments, gt_labels, loss_normalizer_init):
-    """ActionFormer losses of `model` on one batch; see asl_tf.compat.actionformer_train."""
-    from asl_tf.compat import actionformer_train
-
-    return actionformer_train.training_losses(model, feats, mask, gt_segments, gt_labels,
-                                              loss_normalizer_init)
-
-
-def gradients(model, feats, mask, gt_segments, gt_labels, loss_normalizer_init):
-    """{torch_name: d final_loss / d param} in the reference layout; see actionformer_train."""
-    from asl_tf.compat import actionformer_train
-
-    return actionformer_train.gradients(model, feats, mask, gt_segments, gt_labels,
-                                        loss_normalizer_init)

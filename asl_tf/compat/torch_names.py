@@ -1,5 +1,8 @@
-"""Reference (PyTorch) parameter names of an `ASLDetector`, shared by checkpoint import
-(`asl_tf.compat.actionformer`) and gradient parity (`asl_tf.compat.actionformer_train`)."""
+"""The reference (PyTorch ActionFormer) parameter names of an `ASLDetector`.
+
+Used by the checkpoint import (`actionformer.load_state_dict`) and the gradient parity
+(`actionformer_train.gradients`); a module of its own so neither imports the other.
+"""
 
 
 def torch_name_map(model):
