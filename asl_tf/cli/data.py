@@ -24,6 +24,7 @@ with the ground truth in `OUT/annotations.json` (ActionFormer format, subsets tr
 validation). The cut settings come from `--splice-config` (configs/demo_spliced.yaml); the flags
 override them. An alignment and pipeline check on real pixels, not an action benchmark.
 """
+import dataclasses
 import json
 import os
 import pathlib
@@ -119,26 +120,25 @@ def _check():
     """Read every feature file of the config's split(s) and validate it against the annotations."""
     import numpy as np
     from asl_tf.config import load_config
-    from asl_tf.data.annotations import read_annotations
+    from asl_tf.data.annotations import read_dataset
     from asl_tf.data.features import FeatureReader, match_records
 
     if not FLAGS.config:
         raise UserError("check needs --config")
     cfg = load_config(FLAGS.config, FLAGS.override)
     ds = cfg.dataset
-    if FLAGS.split:
-        groups = [([FLAGS.split], ds.val_json_file if FLAGS.split in ds.val_split and ds.val_json_file
-                   else ds.json_file)]
+    ds = dataclasses.replace(ds, json_file=FLAGS.annotations or ds.json_file,
+                             val_json_file=None if FLAGS.annotations else ds.val_json_file,
+                             video_info=FLAGS.video_info or ds.video_info)
+    if FLAGS.split:  # one named split: read from the file of the side it belongs to
+        side = "val" if FLAGS.split in ds.val_split else "train"
+        ds = dataclasses.replace(ds, **{f"{side}_split": [FLAGS.split]})
+        sides = [side]
     else:
-        groups = [(ds.train_split, ds.json_file), (ds.val_split, ds.val_json_file or ds.json_file)]
+        sides = ["train", "val"]
     records = []
-    for splits, path in groups:
-        ann = read_annotations(FLAGS.annotations or path, ds.format, split=splits,
-                               video_info=FLAGS.video_info or ds.video_info, label=ds.label,
-                               label_offset=ds.label_offset, default_fps=ds.default_fps,
-                               feat_stride=ds.feat_stride, num_frames=ds.num_frames,
-                               class_file=ds.class_file, num_classes=ds.num_classes)
-        records += ann.records
+    for side in sides:
+        records += read_dataset(ds, side).records
     reader = FeatureReader.from_config(ds)
     kept, missing = match_records(records, reader, require_all=FLAGS.strict,
                                   features_only=FLAGS.strict)
