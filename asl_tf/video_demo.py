@@ -236,20 +236,21 @@ class VideoDemo:
         _command(["export.cli", "--model", final, "--format", "onnx", *grid, "--out",
                   out / "detector.onnx"], self.log)
         # int8 is verified on windows of the demo's few training videos: when one instance more
-        # or less moves the mAP past the 1-point limit the export is refused (nothing written),
-        # and the demo says so and takes the dynamic-range model (same file name, same runtime)
-        quant = {"detector": "int8", "encoder": "int8"}
-        for q in ("int8", "dynamic"):
+        # or less moves the mAP past the 1-point limit the export is refused (nothing written);
+        # the demo then says so and takes the next precision (same runtime, same file name)
+        quant = {"encoder": "int8"}
+        for q in ("int8", "dynamic", "none"):
             try:
                 _command(["export.cli", "--model", final, "--format", "tflite", "--quantize", q,
                           "--calibration", self.work / "data" / "features", "--verify_windows", "16",
-                          *grid, "--out", out / "detector_int8.tflite"], self.log)
+                          *grid, "--out", out / "detector.tflite"], self.log)
+                quant["detector"] = q if q != "none" else "fp32"
                 break
             except RuntimeError as err:
-                if q != "int8" or "export refused" not in str(err):
+                if q == "none" or "export refused" not in str(err):
                     raise
-                quant["detector"] = "dynamic (int8 refused by verification: " + next(
-                    (x for x in str(err).splitlines() if "refused" in x), "").split("error: ")[-1] + ")"
+                why = next((x for x in str(err).splitlines() if "refused" in x), "")
+                quant.setdefault("refused", []).append(why.split("error: ")[-1])
         self.summary["tflite_quantization"] = quant
         return {"files": sorted(p.name for p in out.iterdir() if not p.name.startswith(".")),
                 "tflite_quantization": quant}
@@ -277,8 +278,8 @@ class VideoDemo:
     def step_edge(self):
         (self.work / "edge").mkdir(exist_ok=True)
         out = {}
-        for key, enc, det, stream in (("tflite", "encoder_int8.tflite", "detector_int8.tflite", False),
-                                      ("tflite_stream", "encoder_int8.tflite", "detector_int8.tflite", True),
+        for key, enc, det, stream in (("tflite", "encoder_int8.tflite", "detector.tflite", False),
+                                      ("tflite_stream", "encoder_int8.tflite", "detector.tflite", True),
                                       ("onnx", "encoder.onnx", "detector.onnx", False)):
             dets, reps = self._edge(enc, det, stream)
             self.dets[key] = dets

@@ -89,7 +89,8 @@ def write_report(path, summary):
                      + f" | **{m['average']:.2f}** | {err} | {m['missed']}/{m['instances']} |")
     quant = summary.get("tflite_quantization", {})
     if quant:
-        lines += ["", f"TFLite: encoder {quant.get('encoder')}, detector {quant.get('detector')}."]
+        lines += ["", f"TFLite: encoder {quant.get('encoder')}, detector {quant.get('detector')}"
+                  + (f" (refused first: {'; '.join(quant['refused'])})" if quant.get("refused") else "") + "."]
     agree = summary.get("stream_vs_offline_agreement")
     lines += ["", "Boundary error: |start - start'| and |end - end'| of each ground-truth "
               "instance's best detection of its class with tIoU >= 0.5, median over both ends.",
