@@ -44,8 +44,9 @@ setup(
             "asl-export=export.cli:run",
             "asl-demo=asl_tf.cli.demo:run",
             "asl-edge=edge.cli:main",
-            "asl-extract-features=asl_tf.cli.extract:run",
             "asl-beam=asl_tf.cli.beam:run",
+            "asl-extract-features=asl_tf.cli.extract:run",
+            "asl-demo-video=asl_tf.cli.demo_video:run",
         ]
     },
 )

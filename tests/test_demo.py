@@ -71,7 +71,7 @@ def test_user_errors_exit_2(tmp_path, args, msg):
 
 
 def test_timeline_lanes():
-    from asl_tf.cli.demo import _lanes
+    from asl_tf.report import _lanes
 
     segs = np.array([[0, 5], [1, 2], [3, 4], [6, 7], [1.5, 3.5]])
     lanes = _lanes(segs)

@@ -1,7 +1,7 @@
 """asl-train on bad input (issue 17.1, 17.3, 17.4, NaN loss): a bad feature file is refused with
 one line naming it before anything is written (no config.json, log.csv, tb/), so the corrected
 command runs; a NaN loss stops with one line and keeps the last good backup; the run writes
-`model.keras` (final EMA model) and the README's train -> export -> edge commands work."""
+`final.keras` (final EMA model) and the README's train -> export -> edge commands work."""
 import json
 import os
 import subprocess
@@ -57,7 +57,7 @@ def test_bad_feature_file_refused_before_anything_is_written(tmp_path, bad):
     np.save(f, good)  # the corrected command runs (not "holds a run of another config")
     p = _train(cfg, work, "--override", "train_cfg.epochs=0")
     assert p.returncode == 0, p.stderr[-3000:]
-    assert (work / "model.keras").exists() and (work / "config.json").exists()
+    assert (work / "final.keras").exists() and (work / "config.json").exists()
 
 
 @pytest.mark.slow
@@ -76,19 +76,19 @@ def test_nan_loss_stops_with_one_line_and_keeps_last_good_backup(tmp_path):
         h.visititems(lambda k, v: arrays.append(v[()]) if isinstance(v, h5py.Dataset) else None)
     assert arrays and all(np.isfinite(np.asarray(a, np.float64)).all() for a in arrays
                           if np.asarray(a).dtype.kind == "f"), state
-    assert not (work / "model.keras").exists()
+    assert not (work / "final.keras").exists()
 
 
 @pytest.mark.slow
 def test_readme_train_export_edge_commands(tmp_path):
-    """README: asl-train -> runs/X/model.keras -> asl-export --calibration CONFIG -> asl-edge run."""
+    """README: asl-train -> runs/X/final.keras -> asl-export --calibration CONFIG -> asl-edge run."""
     data = tmp_path / "data"
     write_toy_dataset(str(data))
     cfg = toy_config_yaml(str(data), str(REPO), epochs=1, eval_every=0)
     work = tmp_path / "runs" / "toy"
     p = _train(cfg, work)
     assert p.returncode == 0, p.stderr[-3000:]
-    model = work / "model.keras"
+    model = work / "final.keras"
     assert model.exists()
     tfl = tmp_path / "toy.tflite"
     p = subprocess.run([sys.executable, "-m", "export.cli", "--model", str(model), "--format",

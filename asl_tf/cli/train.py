@@ -11,25 +11,12 @@ runs one op at a time; together with `--mixed_precision mixed_bfloat16` they bri
 THUMOS14-config step (batch 2, T=2304) under the PyTorch reference's peak RSS
 (bench/train_step.py, mode `bf16_lean`).
 
-Rerunning the same command resumes: the workdir keeps `config.json` (the resolved config),
-`backup/state.weights.h5` + `backup/state.json` (weights, optimizer moments, EMA, loss
-normaliser and the step, saved every `--backup_every` steps and at the end), `log.csv`,
-`tb/` (TensorBoard), `best.weights.h5` (best validation average mAP with the EMA weights,
-when `train_cfg.eval_every > 0` and the validation split exists), `final.weights.h5` and
-`final_ema.weights.h5`, and `model.keras` (the final EMA model, the input of
-`asl-export`). The resumed run restarts at the saved step with the seeded input
-stream skipped to the same batch, so a killed run ends with the weights of an uninterrupted
-one. A workdir holding another config's run is refused unless `--force` (which restarts).
+The workdir layout and resuming are described in `asl_tf.experiment` (the runner this
+flags front-end calls).
 """
-import dataclasses
-import json
-import os
-import re
+from absl import flags
 
-from absl import flags, logging
-
-from asl_tf.cli._common import UserError, run_app
-from asl_tf.fileio import atomic_path, atomic_write
+from asl_tf.cli._common import run_app
 
 FLAGS = flags.FLAGS
 
@@ -53,165 +40,6 @@ def define_flags():
                          "at a time, which lowers peak memory (bench/train_step.py).")
 
 
-def _diff(a, b, prefix=""):
-    if isinstance(a, dict) and isinstance(b, dict):
-        for k in sorted(set(a) | set(b)):
-            d = _diff(a.get(k), b.get(k), f"{prefix}{k}.")
-            if d:
-                return d
-        return None
-    return None if a == b else prefix.rstrip(".")
-
-
-def _check_workdir(cfg_dict, workdir, force):
-    """Refuse a workdir of another config (unless force: then clear its backup)."""
-    path = os.path.join(workdir, "config.json")
-    if os.path.exists(path):
-        with open(path) as f:
-            old = json.load(f)
-        key = _diff(old, cfg_dict)
-        if key is not None:
-            if not force:
-                raise ValueError(f"workdir {workdir} holds a run of another config "
-                                 f"({path}: '{key}' differs); use --force to restart it")
-            import shutil
-            shutil.rmtree(os.path.join(workdir, "backup"), ignore_errors=True)
-            for name in ("log.csv", "best.weights.h5", "final.weights.h5", "final_ema.weights.h5"):
-                if os.path.exists(os.path.join(workdir, name)):
-                    os.remove(os.path.join(workdir, name))
-    os.makedirs(workdir, exist_ok=True)
-    with atomic_write(path) as f:
-        json.dump(cfg_dict, f, indent=1, sort_keys=True)
-
-
-def _records(cfg, splits):
-    from asl_tf.data.annotations import read_annotations
-    ds = cfg.dataset
-    out, names = [], None
-    for split in splits:
-        path = ds.val_json_file if (ds.val_json_file and splits is ds.val_split) else ds.json_file
-        ann = read_annotations(path, ds.format, split=split, video_info=ds.video_info,
-                               label=ds.label, label_offset=ds.label_offset,
-                               default_fps=ds.default_fps, feat_stride=ds.feat_stride,
-                               num_frames=ds.num_frames, class_file=ds.class_file,
-                               num_classes=ds.num_classes)
-        out += list(ann.records)
-        names = names or ann.class_names
-    return out, names
-
-
-def train(cfg, workdir, *, strategy="default", mixed_precision="off", xla=False, force=False,
-          backup_every=100, verbose=1, deterministic=True, run_eagerly=False, callbacks=()):
-    """Train `cfg` (ExperimentConfig) in `workdir`, resuming from its backup. Returns
-    `(model, history dict)`; the model holds the raw (non-EMA) final weights."""
-    import keras
-    import tensorflow as tf
-
-    from asl_tf import training
-    from asl_tf.data import pipeline
-    from asl_tf.data.features import FeatureReader, check_features
-    from asl_tf.model.detector import build_detector
-
-    tc = cfg.train_cfg
-    os.makedirs(workdir, exist_ok=True)  # an unwritable --workdir fails first (nothing in it yet)
-    if deterministic:
-        tf.config.experimental.enable_op_determinism()
-    keras.utils.set_random_seed(int(tc.seed) % (2 ** 31))
-    training.set_precision(mixed_precision)
-    records, names = _records(cfg, cfg.dataset.train_split)
-    if cfg.dataset.class_names is None and names:
-        cfg.dataset.class_names = list(names)
-    reader = FeatureReader.from_config(cfg.dataset)
-    check_features(records, reader)  # a bad file: one line naming it, before anything is written
-    _check_workdir(cfg.to_dict(), workdir, force)  # config.json only once the inputs are good
-    steps = pipeline.steps_per_epoch(len(records), tc.batch_size)
-    total_epochs = int(tc.epochs + tc.warmup_epochs)
-    strat = training.make_strategy(strategy)
-    with strat.scope():
-        model = build_detector(cfg.model_dict())
-        training.set_remat(model, bool(tc.remat))
-        training.attach_metrics(model)
-        opt = training.build_optimizer(model, dataclasses.asdict(cfg.opt), dataclasses.asdict(tc), steps)
-        model.compile(optimizer=opt, jit_compile=bool(xla), run_eagerly=bool(run_eagerly))
-        model.optimizer.build(model.trainable_variables)  # the LossScaleOptimizer wrapper too
-
-    backup = training.StepBackup(os.path.join(workdir, "backup"), backup_every)
-    step = backup.load_step()
-    if step is not None:
-        backup.set_model(model)
-        step = backup.restore()  # weights, optimizer state and the random generators' state
-        logging.info("resuming %s at step %d", workdir, step)
-    step = step or 0
-    cbs = [training.NonFiniteLossStop(), backup]
-    eval_cb = None
-    if tc.eval_every and tc.eval_every > 0 and cfg.dataset.val_split:
-        try:
-            val_records, _ = _records(cfg, cfg.dataset.val_split)
-        except ValueError as err:
-            logging.warning("no validation evaluation: %s", err)
-            val_records = []
-        if val_records:
-            from asl_tf.evaluation import default_tious
-            val_ds = pipeline.make_eval_dataset(val_records, reader, cfg.dataset,
-                                                max_div=model.max_div_factor, prefetch=False,
-                                                max_stride=max(model.fpn_strides))
-            eval_cb = training.EvalCallback(val_ds, val_records, default_tious(cfg.dataset.name),
-                                            every=tc.eval_every)
-            cbs += [eval_cb, keras.callbacks.ModelCheckpoint(
-                os.path.join(workdir, "best.weights.h5"), monitor="val_mAP", mode="max",
-                save_best_only=True, save_weights_only=True)]
-    cbs.append(keras.callbacks.CSVLogger(os.path.join(workdir, "log.csv"), append=True))
-    if training.tensorboard_available():
-        cbs.append(keras.callbacks.TensorBoard(os.path.join(workdir, "tb"), update_freq="epoch",
-                                               write_graph=False))
-    else:
-        logging.warning("tensorboard is not installed: no TensorBoard logs (log.csv has them)")
-    cbs += list(callbacks)
-
-    history = {}
-
-    def fit(ds, first_epoch, n_steps, last_epoch):
-        ds = training.distributable(ds, strat)
-        try:
-            h = model.fit(ds, initial_epoch=first_epoch, epochs=last_epoch,
-                          steps_per_epoch=n_steps, callbacks=cbs, verbose=verbose)
-        except tf.errors.InvalidArgumentError as err:  # a reader error raised inside tf.data
-            found = re.search(r"ValueError: (.+)", err.message or "")
-            if found is None:
-                raise
-            raise UserError(found.group(1).strip()) from None
-        for k, v in h.history.items():
-            history.setdefault(k, []).extend(v)
-
-    seed = int(tc.seed)
-    e0, b0 = divmod(step, steps)
-    if e0 < total_epochs and b0 > 0:  # finish the interrupted epoch at the exact batch
-        ds = pipeline.make_train_dataset(records, reader, cfg.dataset, batch_size=tc.batch_size,
-                                         seed=seed, start_epoch=e0, num_epochs=1).skip(b0)
-        fit(ds, e0, steps - b0, e0 + 1)
-        e0 += 1
-    if e0 < total_epochs:
-        ds = pipeline.make_train_dataset(records, reader, cfg.dataset, batch_size=tc.batch_size,
-                                         seed=seed, start_epoch=e0)
-        fit(ds, e0, steps, total_epochs)
-    _save(model, os.path.join(workdir, "final.weights.h5"))
-    raw = [v.numpy() for v in model.trainable_variables]
-    ema = training.use_ema_weights(model)
-    if ema:
-        _save(model, os.path.join(workdir, "final_ema.weights.h5"))
-    with atomic_path(os.path.join(workdir, "model.keras"), suffix=".keras") as tmp:
-        model.save(tmp)  # the final (EMA) model, what asl-export takes
-    if ema:
-        for v, r in zip(model.trainable_variables, raw):
-            v.assign(r)
-    return model, history
-
-
-def _save(model, path):
-    with atomic_path(path, suffix=".weights.h5") as tmp:
-        model.save_weights(tmp, overwrite=True)
-
-
 def main(argv):
     if len(argv) > 1:
         raise ValueError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -225,6 +53,7 @@ def main(argv):
         import tensorflow as tf
         tf.config.threading.set_inter_op_parallelism_threads(FLAGS.inter_op_threads)
     from asl_tf.config import load_config
+    from asl_tf.experiment import train
     from asl_tf.training import NonFiniteLossError
     cfg = load_config(FLAGS.config, overrides=FLAGS.override)
     try:
