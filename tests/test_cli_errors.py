@@ -102,6 +102,7 @@ def test_closed_stdout_pipe_is_quiet():
     assert proc.returncode != 0
 
 
+@pytest.mark.slow  # starts the demo (TensorFlow, data generation) before the interrupt
 def test_ctrl_c_exits_130_without_traceback(tmp_path):
     # asl-demo takes minutes; interrupt it once it is under way (its workdir exists)
     work = tmp_path / "demo"
