@@ -48,6 +48,10 @@ def define_flags():
     flags.DEFINE_integer("inter_op_threads", 0,
                          "TensorFlow inter-op threads (0: TensorFlow's default). 1 runs one op "
                          "at a time, which lowers peak memory (bench/train_step.py).")
+    flags.DEFINE_integer("collective_timeout", 600,
+                         "multi_worker: seconds a cross-worker all-reduce may wait for a peer "
+                         "before the step fails (0: no limit; TF's health check still aborts "
+                         "when a peer is unreachable).")
 
 
 def _diff(a, b, prefix=""):
@@ -99,9 +103,14 @@ def _records(cfg, splits):
 
 
 def train(cfg, workdir, *, strategy="default", mixed_precision="off", xla=False, force=False,
-          backup_every=100, verbose=1, deterministic=True, run_eagerly=False, callbacks=()):
+          backup_every=100, verbose=1, deterministic=True, run_eagerly=False, callbacks=(),
+          collective_timeout=None):
     """Train `cfg` (ExperimentConfig) in `workdir`, resuming from its backup. Returns
-    `(model, history dict)`; the model holds the raw (non-EMA) final weights."""
+    `(model, history dict)`; the model holds the raw (non-EMA) final weights.
+
+    `strategy="multi_worker"`: one call per worker process (cluster from `TF_CONFIG`); the
+    chief writes `workdir`, the others `workdir/.worker-<i>`, and all resume from the chief's
+    backup (`workdir` must be on a file system every worker sees)."""
     import keras
     import tensorflow as tf
 
@@ -111,7 +120,9 @@ def train(cfg, workdir, *, strategy="default", mixed_precision="off", xla=False,
     from asl_tf.model.detector import build_detector
 
     tc = cfg.train_cfg
-    _check_workdir(cfg.to_dict(), workdir, force)
+    strat = training.make_strategy(strategy, collective_timeout)  # first TF op (multi_worker)
+    out_dir = training.write_dir(workdir, strat)
+    _check_workdir(cfg.to_dict(), out_dir, force)
     if deterministic:
         tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(int(tc.seed) % (2 ** 31))
@@ -122,7 +133,6 @@ def train(cfg, workdir, *, strategy="default", mixed_precision="off", xla=False,
     reader = FeatureReader.from_config(cfg.dataset)
     steps = pipeline.steps_per_epoch(len(records), tc.batch_size)
     total_epochs = int(tc.epochs + tc.warmup_epochs)
-    strat = training.make_strategy(strategy)
     with strat.scope():
         model = build_detector(cfg.model_dict())
         training.set_remat(model, bool(tc.remat))
@@ -130,11 +140,13 @@ def train(cfg, workdir, *, strategy="default", mixed_precision="off", xla=False,
         opt = training.build_optimizer(model, dataclasses.asdict(cfg.opt), dataclasses.asdict(tc), steps)
         model.compile(optimizer=opt, jit_compile=bool(xla), run_eagerly=bool(run_eagerly))
         model.optimizer.build(model.trainable_variables)  # the LossScaleOptimizer wrapper too
+    training.keras_multi_worker_build(model, strat)
 
-    backup = training.StepBackup(os.path.join(workdir, "backup"), backup_every)
-    step = backup.load_step()
+    backup = training.StepBackup(os.path.join(out_dir, "backup"), backup_every)
+    restore = training.StepBackup(os.path.join(workdir, "backup"))   # the chief's
+    step = restore.load_step()
     if step is not None:
-        model.load_weights(backup.weights_path)
+        model.load_weights(restore.weights_path)
         logging.info("resuming %s at step %d", workdir, step)
     step = step or 0
     cbs = [training.NonFiniteLossStop(), backup]
@@ -153,11 +165,11 @@ def train(cfg, workdir, *, strategy="default", mixed_precision="off", xla=False,
             eval_cb = training.EvalCallback(val_ds, val_records, default_tious(cfg.dataset.name),
                                             every=tc.eval_every)
             cbs += [eval_cb, keras.callbacks.ModelCheckpoint(
-                os.path.join(workdir, "best.weights.h5"), monitor="val_mAP", mode="max",
+                os.path.join(out_dir, "best.weights.h5"), monitor="val_mAP", mode="max",
                 save_best_only=True, save_weights_only=True)]
-    cbs.append(keras.callbacks.CSVLogger(os.path.join(workdir, "log.csv"), append=True))
+    cbs.append(keras.callbacks.CSVLogger(os.path.join(out_dir, "log.csv"), append=True))
     if training.tensorboard_available():
-        cbs.append(keras.callbacks.TensorBoard(os.path.join(workdir, "tb"), update_freq="epoch",
+        cbs.append(keras.callbacks.TensorBoard(os.path.join(out_dir, "tb"), update_freq="epoch",
                                                write_graph=False))
     else:
         logging.warning("tensorboard is not installed: no TensorBoard logs (log.csv has them)")
@@ -183,10 +195,10 @@ def train(cfg, workdir, *, strategy="default", mixed_precision="off", xla=False,
         ds = pipeline.make_train_dataset(records, reader, cfg.dataset, batch_size=tc.batch_size,
                                          seed=seed, start_epoch=e0)
         fit(ds, e0, steps, total_epochs)
-    _save(model, os.path.join(workdir, "final.weights.h5"))
+    _save(model, os.path.join(out_dir, "final.weights.h5"))
     raw = [v.numpy() for v in model.trainable_variables]
     if training.use_ema_weights(model):
-        _save(model, os.path.join(workdir, "final_ema.weights.h5"))
+        _save(model, os.path.join(out_dir, "final_ema.weights.h5"))
         for v, r in zip(model.trainable_variables, raw):
             v.assign(r)
     return model, history
@@ -211,16 +223,41 @@ def main(argv):
         import tensorflow as tf
         tf.config.threading.set_inter_op_parallelism_threads(FLAGS.inter_op_threads)
     from asl_tf.config import load_config
+    from asl_tf import training
     from asl_tf.training import NonFiniteLossError
+    if FLAGS.strategy == "multi_worker":   # a lost peer is reported once, by _peer_lost
+        import logging as py_logging
+        py_logging.getLogger("tensorflow").addFilter(
+            lambda rec: not rec.getMessage().startswith("Error reported to Coordinator"))
     cfg = load_config(FLAGS.config, overrides=FLAGS.override)
     try:
         train(cfg, FLAGS.workdir, strategy=FLAGS.strategy, mixed_precision=FLAGS.mixed_precision,
               xla=FLAGS.xla, force=FLAGS.force, backup_every=FLAGS.backup_every,
               verbose=FLAGS.verbose, deterministic=FLAGS.deterministic,
-              run_eagerly=FLAGS.run_eagerly)
+              run_eagerly=FLAGS.run_eagerly, collective_timeout=FLAGS.collective_timeout)
     except NonFiniteLossError as err:
         raise ValueError(str(err)) from None
+    except Exception as err:  # noqa: BLE001  (only a lost peer is turned into one line)
+        if FLAGS.strategy != "multi_worker" or not training.peer_failure(err):
+            raise
+        _peer_lost(err)
     return 0
+
+
+def _peer_lost(err):
+    """A peer worker died or hung: one line on stderr, exit 1 without waiting on the
+    collective runtime's threads (which can block interpreter shutdown)."""
+    import sys
+
+    from asl_tf import training
+    first = (str(err).strip().splitlines() or [""])[0][:200]
+    step = training.StepBackup(os.path.join(FLAGS.workdir, "backup")).load_step()
+    print(f"asl-train: error: multi_worker: lost contact with a peer worker "
+          f"({type(err).__name__}: {first}); restart every worker with the same command to "
+          f"resume from the last backup (step {step}, {FLAGS.workdir}/backup)",
+          file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(1)
 
 
 def run():
