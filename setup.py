@@ -45,6 +45,7 @@ setup(
             "asl-demo=asl_tf.cli.demo:run",
             "asl-edge=edge.cli:main",
             "asl-beam=asl_tf.cli.beam:run",
+            "asl-extract-features=asl_tf.cli.extract:run",
         ]
     },
 )

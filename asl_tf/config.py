@@ -180,7 +180,23 @@ _CHOICES = {
     ("asl", "class_mode"): ("normalized", "authors"),
     ("asl", "combine"): ("product", "sum"),
     ("test_cfg", "nms_method"): ("soft", "hard", "none"),
+    ("features", "pool"): ("mean",),
+    ("features", "interpolation"): ("BILINEAR", "BICUBIC", "AREA", "FAST_BILINEAR", "LANCZOS"),
 }
+
+
+@dataclass
+class FeaturesConfig:
+    """How features are made from video (asl_tf.features.recipe; configs/features/*.yaml).
+
+    The timing of a snippet is the dataset's: `default_fps` (the grid the video is resampled
+    to), `feat_stride`, `num_frames`; this section says what is encoded inside a snippet."""
+    encoder: str = ""                       # frame encoder ("efficientnet_lite0"); "" = not made here
+    frames_per_snippet: int = 1             # frames encoded per snippet, symmetric about its centre
+    size: int = 224                         # encoder input side (frames resized to size x size)
+    interpolation: str = "BILINEAR"         # FFmpeg swscale resize (PyAV name)
+    pool: str = "mean"                      # snippet feature = mean of its frames' features
+    batch_size: int = 32                    # frames per encoder call in offline extraction
 
 
 @dataclass
@@ -194,6 +210,7 @@ class ExperimentConfig:
     test_cfg: TestConfig = field(default_factory=TestConfig)
     opt: OptimizerConfig = field(default_factory=OptimizerConfig)
     asl: ASLConfig = field(default_factory=ASLConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
 
     def model_dict(self) -> dict:
         """The merged ActionFormer `model` section (as `make_meta_arch(**cfg['model'])` takes it).

@@ -2,13 +2,16 @@
 
     asl-edge run --model M.tflite|M.onnx --features VIDEO.npy [--stream --hop H]
                  [--fps F --feat-stride S --num-frames K --duration D] --out dets.json
+    asl-edge run --model M.tflite --video SRC --encoder E.tflite [--stream --hop H]
+                 [--frames-per-snippet K --timeout S --report R.json] --out dets.json
     asl-edge bench --model M.tflite [--threads N] [--hop H] [--windows N]
 
 `run` offline writes `{"video_id", "detections": [{"segment": [s, e], "score", "label",
 "label_name"}]}` sorted by score (the model's exported test config; segments clamped to
 `[0, duration]` s). `run --stream` pushes the features one chunk at a time (`--chunk`, default
 1 step) and writes one JSON line per detection as it is finalised, with its latency;
-`--out -` writes to stdout as it goes. `bench` prints JSON: model latency per window, end-to-end
+`--out -` writes to stdout as it goes. `run --video` starts from frames (a file, a URL, a camera; edge/video_run.py) and writes the
+same JSON. `bench` prints JSON: model latency per window, end-to-end
 streaming latency per second of video, real-time factor and peak RSS.
 
 argparse only; a user error prints one line `asl-edge: error: ...` and exits 2.
@@ -62,7 +65,18 @@ def build_parser():
 
     run = sub.add_parser("run", help="detect actions in a feature file")
     common(run)
-    run.add_argument("--features", required=True, help="VIDEO.npy, [T, C] float32")
+    run.add_argument("--features", default=None, help="VIDEO.npy, [T, C] float32")
+    run.add_argument("--video", default=None, help="instead of --features: a video file, URL or "
+                     "camera (/dev/video0) that FFmpeg opens (needs PyAV: asl-tf-edge[video])")
+    run.add_argument("--encoder", default=None, help="with --video: the exported frame encoder "
+                     "(.tflite or .onnx)")
+    run.add_argument("--frames-per-snippet", type=_positive(int), default=1,
+                     help="with --video: frames encoded per snippet (the recipe's; default 1)")
+    run.add_argument("--timeout", type=_positive(float), default=10.0,
+                     help="with --video: seconds without data after which a live source has "
+                     "stopped (its stream ends with what it had)")
+    run.add_argument("--report", default=None, help="with --video: write the run's report "
+                     "(real-time factor, peak RSS) as JSON here")
     run.add_argument("--out", required=True, help="output JSON (JSON lines with --stream; '-' "
                      "for stdout)")
     run.add_argument("--stream", action="store_true", help="stream mode: JSON lines as "
@@ -131,6 +145,11 @@ def _public(d, video_id=None, stream=False):
 
 
 def cmd_run(args):
+    if (args.features is None) == (args.video is None):
+        raise ValueError("run: give exactly one of --features VIDEO.npy and --video SRC")
+    if args.video is not None:
+        from edge.video_run import run_video
+        return run_video(args, _public, _atomic_open)
     feats = _load_features(args.features)
     model = EdgeModel(args.model, num_threads=args.threads)
     if feats.shape[1] != model.input_dim:
