@@ -22,12 +22,13 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
-import tempfile
 import typing
 from dataclasses import dataclass, field
 from typing import Any, List, Optional, Union
 
 import yaml
+
+from asl_tf.fileio import atomic_write
 
 __all__ = [
     "DatasetConfig", "ModelConfig", "TrainConfig", "TestConfig", "OptimizerConfig",
@@ -237,15 +238,8 @@ class ExperimentConfig:
         path = os.fspath(path)
         folder = os.path.dirname(os.path.abspath(path))
         os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".yaml", dir=folder)
-        try:
-            with os.fdopen(fd, "w") as f:
-                yaml.safe_dump(self.to_dict(), f, sort_keys=False, default_flow_style=None)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with atomic_write(path) as f:
+            yaml.safe_dump(self.to_dict(), f, sort_keys=False, default_flow_style=None)
 
 
 _SECTIONS = {f.name: f.type for f in dataclasses.fields(ExperimentConfig)}

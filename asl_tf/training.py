@@ -28,6 +28,9 @@ import keras
 import numpy as np
 from absl import logging
 
+from asl_tf import inference
+from asl_tf.fileio import atomic_path, atomic_write
+
 LOSS_KEYS = ("cls_loss", "reg_loss", "quality_loss", "ascl_loss")
 GLOBAL_KEYS = ("num_pos", "loss_normalizer", "grad_norm")
 
@@ -251,13 +254,10 @@ class StepBackup(keras.callbacks.Callback):
     def save(self):
         os.makedirs(self.directory, exist_ok=True)
         step = self.step()
-        tmp = os.path.join(self.directory, "state.tmp.weights.h5")
-        self.model.save_weights(tmp, overwrite=True)
-        os.replace(tmp, self.weights_path)
-        meta = os.path.join(self.directory, "state.json")
-        with open(meta + ".tmp", "w") as f:
+        with atomic_path(self.weights_path, suffix=".weights.h5") as tmp:
+            self.model.save_weights(tmp, overwrite=True)
+        with atomic_write(os.path.join(self.directory, "state.json")) as f:
             f.write('{"step": %d}' % step)
-        os.replace(meta + ".tmp", meta)
 
     def load_step(self):
         """The saved step, or None when there is no complete backup."""
@@ -299,17 +299,6 @@ class EMAWeights:
         return False
 
 
-def detect(model, x, meta):
-    """Detections of one eval element (batch 1) in seconds, with `edge.postprocess`."""
-    from edge.postprocess import postprocess
-    out = model(x, training=False)
-    t = int(x["feats"].shape[1])
-    return postprocess(np.asarray(out["cls_logits"])[0], np.asarray(out["offsets"])[0],
-                       np.asarray(out["mask"])[0], model.points(t), model.level_lengths(t),
-                       model.test_cfg, float(meta["fps"]), float(meta["feat_stride"]),
-                       float(meta["num_frames"]), float(meta["duration"]))
-
-
 def _meta_value(v):
     v = np.asarray(v)
     v = v.reshape(-1)[0] if v.size else v
@@ -338,7 +327,9 @@ class EvalCallback(keras.callbacks.Callback):
         ctx = EMAWeights(self.model) if self.use_ema else _Null(self.model)
         with ctx:
             for x, meta in self.dataset:
-                d = detect(self.model, x, {k: _meta_value(v) for k, v in meta.items()})
+                m = {k: _meta_value(v) for k, v in meta.items()}
+                d = inference.detect_window(self.model, x["feats"], x["mask"], m["fps"],
+                                            m["feat_stride"], m["num_frames"], m["duration"])
                 d["video_id"] = str(_meta_value(meta["video_id"]))
                 dets.append(d)
         res = evaluate_detections(self.gt, dets, self.tious, warn=False)

@@ -32,6 +32,7 @@ import numpy as np
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from asl_tf.fileio import atomic_path, atomic_write  # noqa: E402
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 VARIANTS = {
@@ -90,7 +91,7 @@ def quality_profile(model, ctx, bins=10):
     relative position (t - start) / length in `bins` bins, and the generator's key-evidence
     envelope binned the same way. Returns dict of lists (None without the quality branch)."""
     from asl_tf.cli import demo
-    from asl_tf.compat.actionformer import pad_for_eval
+    from asl_tf.data.pipeline import pad_for_eval
     from asl_tf.data import synthetic as S
 
     dcfg = ctx["data_cfg"]
@@ -162,9 +163,8 @@ def run_one(args, ctx, variant, seed):
            "train": info, "wall_s": time.time() - t0,
            "gaussians": class_gaussians(model), "quality_profile": quality_profile(model, ctx)}
     out_json.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_json.with_suffix(".tmp")
-    tmp.write_text(json.dumps(rec, indent=1))
-    os.replace(tmp, out_json)
+    with atomic_write(out_json) as f:
+        f.write(json.dumps(rec, indent=1))
     return rec
 
 
@@ -247,10 +247,9 @@ def plot(records, path):
     fig.suptitle("Learned action sensitivity: class-level Gaussians of the full-ASL runs (colour = seed); "
                  "instance-level qualities (colour = variant, mean over seeds)", fontsize=10)
     fig.tight_layout()
-    tmp = str(path) + ".tmp.png"
-    fig.savefig(tmp, dpi=110)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def main(argv=None):
@@ -274,9 +273,8 @@ def main(argv=None):
                       "table": table, "elapsed_s": time.time() - t0,
                       "complete": len(records) == args.seeds * len(variants),
                       "machine": _machine()}
-            tmp = work / "ablation.json.tmp"
-            tmp.write_text(json.dumps(result, indent=1))
-            os.replace(tmp, work / "ablation.json")
+            with atomic_write(work / "ablation.json") as f:
+                f.write(json.dumps(result, indent=1))
             try:
                 plot(done, work / "sensitivity.png")
             except Exception as err:  # noqa: BLE001 - the numbers matter more than the figure

@@ -28,7 +28,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -267,11 +266,10 @@ def main():
               "load_avg_at_end": os.getloadavg(), "summary": summary, "runs": runs}
     text = json.dumps(report, indent=1)
     if args.out:
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(args.out)) or ".")
-        with os.fdopen(fd, "w") as fh:
+        sys.path.insert(0, REPO)
+        from asl_tf.fileio import atomic_write
+        with atomic_write(args.out) as fh:
             fh.write(text)
-        os.chmod(tmp, 0o644)   # mkstemp makes it private
-        os.replace(tmp, args.out)
     print(text)
     return 0
 

@@ -126,10 +126,10 @@ def main():
            "results": results}
     text = json.dumps(out, indent=1)
     if args.out:
-        tmp = args.out + ".tmp"
-        with open(tmp, "w") as f:
+        sys.path.insert(0, REPO)
+        from asl_tf.fileio import atomic_write
+        with atomic_write(args.out) as f:
             f.write(text)
-        os.replace(tmp, args.out)
     print(text)
 
 

@@ -17,16 +17,17 @@ streaming latency per second of video, real-time factor and peak RSS.
 argparse only; a user error prints one line `asl-edge: error: ...` and exits 2.
 """
 import argparse
+import contextlib
 import json
 import logging
 import os
 import resource
 import sys
-import tempfile
 import time
 
 import numpy as np
 
+from edge.fileio import atomic_write
 from edge.runtime import EdgeModel
 from edge.stream import StreamingDetector, default_duration, detect_video
 
@@ -121,20 +122,6 @@ def _load_features(path):
     return feats
 
 
-def _atomic_open(path):
-    """A temp file beside `path`; returns (file, commit) where commit() renames it."""
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=os.path.dirname(path) or ".")
-    f = os.fdopen(fd, "w", encoding="utf-8")
-
-    def commit(ok=True):
-        f.close()
-        if ok:
-            os.replace(tmp, path)
-        elif os.path.exists(tmp):
-            os.remove(tmp)
-    return f, commit
-
-
 def _public(d, video_id=None, stream=False):
     out = {"segment": d["segment"], "score": d["score"], "label": d["label"],
            "label_name": d["label_name"]}
@@ -169,26 +156,17 @@ def cmd_run(args):
             json.dump(doc, sys.stdout)
             sys.stdout.write("\n")
             return 0
-        f, commit = _atomic_open(args.out)
-        try:
+        with atomic_write(args.out) as f:
             json.dump(doc, f, indent=1)
             f.write("\n")
-        except BaseException:
-            commit(False)
-            raise
-        commit()
         logging.info("%s: %d detections -> %s", video_id, len(dets), args.out)
         return 0
 
     det = StreamingDetector(model, hop=args.hop, **meta)
     duration = args.duration or default_duration(len(feats), det.fps, det.feat_stride,
                                                  det.num_frames)
-    if args.out == "-":
-        f, commit = sys.stdout, (lambda ok=True: sys.stdout.flush())
-    else:
-        f, commit = _atomic_open(args.out)
     count = 0
-    try:
+    with (contextlib.nullcontext(sys.stdout) if args.out == "-" else atomic_write(args.out)) as f:
         for i in range(0, len(feats), args.chunk):
             for d in det.push(np.asarray(feats[i:i + args.chunk])):
                 f.write(json.dumps(_public(d, video_id, True)) + "\n")
@@ -197,10 +175,7 @@ def cmd_run(args):
         for d in det.flush(duration=duration):
             f.write(json.dumps(_public(d, video_id, True)) + "\n")
             count += 1
-    except BaseException:
-        commit(False)
-        raise
-    commit()
+        f.flush()
     logging.info("%s: %d detections streamed (%d windows, %d steps dropped)", video_id, count,
                  det.windows_run, det.dropped_steps)
     return 0
@@ -264,9 +239,8 @@ def cmd_bench(args):
     text = json.dumps(report, indent=1)
     print(text)
     if args.out:
-        f, commit = _atomic_open(args.out)
-        f.write(text + "\n")
-        commit()
+        with atomic_write(args.out) as f:
+            f.write(text + "\n")
     return 0
 
 

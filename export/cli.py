@@ -40,7 +40,7 @@ def define_flags():
 
 
 def main(argv):
-    from asl_tf.cli._common import UserError
+    from asl_tf.errors import UserError
     from export.api import export_model
 
     if len(argv) > 1:

@@ -6,9 +6,10 @@ units). The per-level masks are not an output: level l's mask is `input_mask[::f
 """
 import json
 import os
-import tempfile
 
 import numpy as np
+
+from asl_tf.fileio import atomic_write
 
 SIDECAR_SUFFIX = ".meta.json"
 QUANTIZE_MODES = ("none", "fp16", "dynamic", "int8")
@@ -115,20 +116,9 @@ def sidecar_path(path):
 
 def write_json_atomic(path, obj):
     """Write JSON to a temp file beside `path`, then rename it into place."""
-    path = os.fspath(path)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=os.path.dirname(path) or ".")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2)
-            f.write("\n")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_write(path) as f:
+        json.dump(obj, f, indent=2)
+        f.write("\n")
 
 
 def read_sidecar(path):

@@ -18,11 +18,12 @@ and feature files without an annotation entry are counted (errors with --strict)
 """
 import json
 import os
-import tempfile
 
 from absl import flags
 
-from asl_tf.cli._common import UserError, run_app
+from asl_tf.cli._common import run_app
+from asl_tf.errors import UserError
+from asl_tf.fileio import atomic_write
 
 FLAGS = flags.FLAGS
 COMMANDS = ("stats", "check")
@@ -51,15 +52,8 @@ def define_flags():
 def _write_json(path, obj):
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path) as f:
+        json.dump(obj, f, indent=1)
 
 
 def _stats():

@@ -25,7 +25,6 @@ import os
 import pathlib
 import shutil
 import sys
-import tempfile
 import time
 import traceback
 
@@ -33,6 +32,7 @@ import numpy as np
 from absl import flags, logging
 
 from asl_tf.cli._common import run_app
+from asl_tf.fileio import atomic_path, atomic_write
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 FLAGS = flags.FLAGS
@@ -276,16 +276,9 @@ def held_out_videos(ctx):
 def keras_detect(model, feats, fps, feat_stride, num_frames, duration):
     """Whole-video inference (trimmed padding: the reference padding's outputs on the valid
     frames, fewer frames to run), post-processed by edge.postprocess."""
-    from asl_tf.compat.actionformer import pad_for_eval
-    from edge.postprocess import postprocess
+    from asl_tf.inference import detect_video
 
-    x, m = pad_for_eval(model, feats, trim=True)
-    tp = x.shape[1]
-    out = model({"feats": x, "mask": m}, training=False)
-    get = lambda k: np.asarray(out[k])[0]  # noqa: E731
-    return postprocess(get("cls_logits"), get("offsets"), get("mask"), np.asarray(model.points(tp)),
-                       list(model.level_lengths(tp)), dict(model.test_cfg), fps, feat_stride,
-                       num_frames, duration)
+    return detect_video(model, feats, fps, feat_stride, num_frames, duration, trim=True)
 
 
 def score(ctx, dets):
@@ -402,13 +395,6 @@ def step_edge(ctx):
 
 # ----------------------------------------------------------------------------- 6. report
 
-def _atomic_write_text(path: pathlib.Path, text: str):
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def _lanes(segs):
     """Lane index per segment so that segments in one lane do not overlap (greedy by start)."""
     ends, out = [], [0] * len(segs)
@@ -485,11 +471,9 @@ def draw_timeline(ctx, path: pathlib.Path, n_videos: int, source: str | None = N
         title += f" (top {source} detections per video; tallest bar = score {top:.2f})"
     fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0.06 + 0.02 * (len(handles) // 6), 1, 0.97))
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name, suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp, dpi=110)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def _map_table(maps: dict) -> list[str]:
@@ -569,7 +553,8 @@ def write_report(ctx, steps, path: pathlib.Path, total_s: float):
         L += ["## Errors", ""]
         for s in failed:
             L += [f"### {s.name}", "", "```", s.data.get("traceback", s.detail).strip(), "```", ""]
-    _atomic_write_text(path, "\n".join(L))
+    with atomic_write(path) as f:
+        f.write("\n".join(L))
 
 
 # ----------------------------------------------------------------------------- main

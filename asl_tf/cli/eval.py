@@ -11,12 +11,12 @@ The printed table shows percent; the JSON holds fractions in [0, 1].
 """
 import json
 import os
-import tempfile
 
 import numpy as np
 from absl import flags, logging
 
 from asl_tf.cli._common import run_app
+from asl_tf.fileio import atomic_write
 from asl_tf.eval_epic import TASKS, evaluate_epic
 from asl_tf.eval_io import load_ground_truth, load_predictions
 from asl_tf.evaluation import DEFAULT_TIOU, default_tious, evaluate_detections, parse_tiou
@@ -54,15 +54,8 @@ def _write_json(path, obj):
     d = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(d):
         raise FileNotFoundError(f"--json: directory {d} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=".asl-eval-", suffix=".json", dir=d)
-    try:
-        with os.fdopen(fd, "w", encoding="utf8") as f:
-            json.dump(obj, f, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_write(path) as f:
+        json.dump(obj, f, indent=1)
 
 
 def _table(tious, columns):

@@ -11,12 +11,12 @@ The model is written to a temporary file and renamed when complete. No torch is 
 """
 import json
 import os
-import tempfile
 
 import numpy as np
 from absl import flags, logging
 
 from asl_tf.cli._common import run_app
+from asl_tf.fileio import atomic_path
 
 FLAGS = flags.FLAGS
 _FORMATS = ("auto", "actionformer", "asl_tf", "json")
@@ -89,14 +89,8 @@ def convert(config, checkpoint, out, ema=False, config_format="auto", force=Fals
     af.load_state_dict(model, checkpoint, ema=ema)
     folder = os.path.dirname(os.path.abspath(out))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".keras", dir=folder, prefix=".asl-import-")
-    os.close(fd)
-    try:
+    with atomic_path(out, suffix=".keras") as tmp:
         model.save(tmp)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     n = sum(int(np.prod(v.shape)) for v in model.trainable_weights)
     logging.info("asl-import: %s (%d parameters, %s) -> %s", checkpoint, n,
                  "state_dict_ema" if ema else "state_dict", out)

@@ -27,6 +27,7 @@ import os
 from absl import flags, logging
 
 from asl_tf.cli._common import run_app
+from asl_tf.fileio import atomic_path, atomic_write
 
 FLAGS = flags.FLAGS
 
@@ -81,9 +82,8 @@ def _check_workdir(cfg_dict, workdir, force):
                 if os.path.exists(os.path.join(workdir, name)):
                     os.remove(os.path.join(workdir, name))
     os.makedirs(workdir, exist_ok=True)
-    with open(path + ".tmp", "w") as f:
+    with atomic_write(path) as f:
         json.dump(cfg_dict, f, indent=1, sort_keys=True)
-    os.replace(path + ".tmp", path)
 
 
 def _records(cfg, splits):
@@ -205,9 +205,8 @@ def train(cfg, workdir, *, strategy="default", mixed_precision="off", xla=False,
 
 
 def _save(model, path):
-    tmp = path[:-len(".weights.h5")] + ".tmp.weights.h5"
-    model.save_weights(tmp, overwrite=True)
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".weights.h5") as tmp:
+        model.save_weights(tmp, overwrite=True)
 
 
 def main(argv):

@@ -16,7 +16,12 @@ import re
 
 import numpy as np
 
+from asl_tf import inference
 from asl_tf.compat import torch_pickle
+# training parity lives in actionformer_train; re-exported as part of this interface
+from asl_tf.compat.actionformer_train import gradients, training_losses
+from asl_tf.compat.torch_names import torch_name_map
+from asl_tf.data.pipeline import pad_for_eval
 from asl_tf.model.detector import (MODEL_DEFAULTS, TEST_DEFAULTS, TRAIN_DEFAULTS, ASLDetector,
                                    build_detector)
 
@@ -80,19 +85,6 @@ def model_from_config(model_cfg):
 
 # --------------------------------------------------------------------------------------------
 # checkpoints
-def torch_name_map(model):
-    """{torch_name: (keras_variable, to_torch, from_torch)} for every reference parameter.
-
-    `to_torch(np.ndarray)` converts a Keras value (or gradient) to the reference layout;
-    `from_torch` converts a reference tensor to the Keras layout. Non-persistent reference
-    buffers (pos_embd, points) are not parameters and are not listed.
-    """
-    out = {}
-    for layer in (model.backbone, model.neck, model.cls_head, model.reg_head):
-        out.update(layer.torch_params())
-    return out
-
-
 def _strip_module(sd):
     if sd and all(k.startswith("module.") for k in sd):
         return {k[len("module."):]: v for k, v in sd.items()}
@@ -248,35 +240,7 @@ def forward(model, feats, mask):
     """Eval-mode forward. feats [B,T,C] float32, mask [B,T] bool (numpy) ->
     {"cls_logits" [B,ΣT_l,K], "offsets" [B,ΣT_l,2], "mask" [B,ΣT_l] bool,
      "points" [ΣT_l,4] ([t, reg_lo, reg_hi, stride])}, numpy, levels finest first."""
-    feats, mask = _check_inputs(model, feats, mask)
-    import keras
-
-    if keras.backend.backend() == "jax":
-        # one jitted function per input shape instead of op-by-op dispatch
-        out = model.predict_on_batch({"feats": feats, "mask": mask})
-    else:
-        out = model({"feats": feats, "mask": mask}, training=False)
-    return {"cls_logits": np.asarray(out["cls_logits"], np.float32),
-            "offsets": np.asarray(out["offsets"], np.float32),
-            "mask": np.asarray(out["mask"]).astype(bool),
-            "points": model.points(feats.shape[1])}
-
-
-def pad_for_eval(model, feats, trim=False):
-    """Reference eval padding of one video: feats [T,C] -> (padded [1,T',C], mask [1,T']).
-    T' = max_seq_len if T <= max_seq_len, else the next multiple of max_div_factor.
-    trim=True: the shortest padding with the same outputs on the T valid frames
-    (`asl_tf.data.pipeline.eval_padded_length` with max_stride); `detect` keeps the reference's."""
-    from asl_tf.data.pipeline import eval_padded_length
-
-    t = feats.shape[0]
-    tp = eval_padded_length(t, int(model.max_seq_len), int(model.max_div_factor),
-                            int(max(model.fpn_strides)) if trim else None)
-    out = np.zeros((1, tp, feats.shape[1]), np.float32)
-    out[0, :t] = feats
-    mask = np.zeros((1, tp), bool)
-    mask[0, :t] = True
-    return out, mask
+    return inference.outputs(model, *_check_inputs(model, feats, mask))
 
 
 _VIDEO_KEYS = ("video_id", "feats", "fps", "feat_stride", "feat_num_frames", "duration")
@@ -289,8 +253,6 @@ def detect(model, videos):
     "duration"}] -> [{"video_id", "segments" [N,2] seconds, "scores" [N], "labels" [N] int}],
     using the model's test_cfg.
     """
-    from edge import postprocess as pp
-
     results = []
     for i, video in enumerate(videos):
         for key in _VIDEO_KEYS:
@@ -301,13 +263,8 @@ def detect(model, videos):
             raise ValueError(f"videos[{i}].feats: expected [T, C], got shape {feats.shape}")
         if feats.shape[0] == 0:
             raise ValueError(f"videos[{i}].feats: T is 0 (empty video)")
-        padded, mask = pad_for_eval(model, feats)
-        out = forward(model, padded, mask)
-        lengths = model.level_lengths(padded.shape[1])
-        det = pp.postprocess(out["cls_logits"][0], out["offsets"][0], out["mask"][0],
-                             out["points"], lengths, model.test_cfg, float(video["fps"]),
-                             float(video["feat_stride"]), float(video["feat_num_frames"]),
-                             float(video["duration"]))
+        det = inference.detect_video(model, feats, float(video["fps"]), float(video["feat_stride"]),
+                                     float(video["feat_num_frames"]), float(video["duration"]))
         results.append({"video_id": video["video_id"],
                         "segments": np.asarray(det["segments"], np.float32).reshape(-1, 2),
                         "scores": np.asarray(det["scores"], np.float32),
@@ -319,19 +276,3 @@ def is_detector(obj):
     return isinstance(obj, ASLDetector)
 
 
-# --------------------------------------------------------------------------------------------
-# training parity (implemented in asl_tf.compat.actionformer_train; re-exported here)
-def training_losses(model, feats, mask, gt_segments, gt_labels, loss_normalizer_init):
-    """ActionFormer losses of `model` on one batch; see asl_tf.compat.actionformer_train."""
-    from asl_tf.compat import actionformer_train
-
-    return actionformer_train.training_losses(model, feats, mask, gt_segments, gt_labels,
-                                              loss_normalizer_init)
-
-
-def gradients(model, feats, mask, gt_segments, gt_labels, loss_normalizer_init):
-    """{torch_name: d final_loss / d param} in the reference layout; see actionformer_train."""
-    from asl_tf.compat import actionformer_train
-
-    return actionformer_train.gradients(model, feats, mask, gt_segments, gt_labels,
-                                        loss_normalizer_init)

@@ -17,6 +17,8 @@ layout, for every parameter the model maps to a reference name (`torch_params`).
 """
 import numpy as np
 
+from asl_tf.compat.torch_names import torch_name_map
+
 ASL_OFF = {"class_level": False, "instance_level": False, "contrastive": False}
 
 
@@ -47,7 +49,6 @@ def _inputs(feats, mask):
 
 def torch_variable_map(model):
     """`{torch_name: (variable, to_torch, from_torch)}` for the detector's parameters."""
-    from asl_tf.compat.actionformer import torch_name_map
     return torch_name_map(model)
 
 

@@ -46,6 +46,8 @@ from typing import Iterable, Optional, Sequence, Union
 import numpy as np
 from absl import logging
 
+from asl_tf.fileio import atomic_write
+
 __all__ = ["VideoRecord", "AnnotationSet", "read_annotations", "FORMATS", "EPIC_NUM_NOUNS"]
 
 FORMATS = ("actionformer", "anet", "anet_bsn", "superevents", "epic", "epic_c2", "ego4d")
@@ -114,11 +116,8 @@ class AnnotationSet:
 
     def write_label_map(self, path) -> None:
         """Write `{"0": name, ...}` JSON atomically (next to any output that uses ids)."""
-        path = os.fspath(path)
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
+        with atomic_write(path) as f:
             json.dump({str(i): n for i, n in enumerate(self.class_names)}, f, indent=1)
-        os.replace(tmp, path)
 
 
 # --------------------------------------------------------------------------- helpers

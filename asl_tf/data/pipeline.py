@@ -89,6 +89,24 @@ def eval_padded_length(t: int, max_seq_len: int, div: int,
     return int(min(int(max_seq_len), -(-need // div) * div))
 
 
+def pad_to(feats, length: int):
+    """One video's features [T, C] zero-padded to (feats [1, length, C] float32, mask [1, length])."""
+    t = feats.shape[0]
+    out = np.zeros((1, length, feats.shape[1]), np.float32)
+    out[0, :t] = feats
+    return out, (np.arange(length) < t)[None]
+
+
+def pad_for_eval(model, feats, trim: bool = False):
+    """Reference eval padding of one video for `model`: feats [T, C] -> (padded [1, T', C],
+    mask [1, T']). T' = max_seq_len if T <= max_seq_len, else the next multiple of the model's
+    max_div_factor. trim=True: the shortest padding with the same outputs on the T valid frames
+    (`eval_padded_length` with the pyramid's largest stride)."""
+    tp = eval_padded_length(feats.shape[0], int(model.max_seq_len), int(model.max_div_factor),
+                            int(max(model.fpn_strides)) if trim else None)
+    return pad_to(feats, tp)
+
+
 @dataclasses.dataclass
 class VideoGrid:
     """Features of one video on its grid: feats [T, C] float32 plus the grid's meta."""
@@ -304,11 +322,8 @@ def eval_example(record, reader, dataset_cfg, div: int, max_stride: Optional[int
     With `max_stride` (the pyramid's largest stride) the padding is trimmed
     (`eval_padded_length`: same outputs on the valid frames, fewer frames to run)."""
     grid = video_grid(record, reader(record.video_id), dataset_cfg)
-    t, c = grid.feats.shape
-    lp = eval_padded_length(t, dataset_cfg.max_seq_len, div, max_stride)
-    feats = np.zeros((1, lp, c), np.float32)
-    feats[0, :t] = grid.feats
-    mask = (np.arange(lp) < t)[None]
+    lp = eval_padded_length(grid.feats.shape[0], dataset_cfg.max_seq_len, div, max_stride)
+    feats, mask = pad_to(grid.feats, lp)
     meta = {"video_id": record.video_id, "fps": grid.fps, "feat_stride": grid.feat_stride,
             "num_frames": grid.num_frames, "duration": float(record.duration)}
     return feats, mask, meta

@@ -50,12 +50,13 @@ import dataclasses
 import json
 import os
 import pathlib
-import tempfile
 import zlib
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 from absl import logging
+
+from asl_tf.fileio import atomic_write
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 DEFAULT_ANNOTATIONS = REPO_ROOT / "tests" / "fixtures" / "data" / "thumos14" / "thumos14.json"
@@ -417,15 +418,8 @@ def load_source(cfg: SyntheticConfig):
 
 def _atomic_write_bytes(path: pathlib.Path, write):
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path, "wb") as f:
+        write(f)
 
 
 def write_dataset(cfg: SyntheticConfig, out_dir: str | os.PathLike, *,
