@@ -150,3 +150,27 @@ def test_two_workers_equal_single_process_and_survive_a_killed_worker(toy):
     diff = _max_diff(w2, _weights(fault / "final.weights.h5"))
     print(f"resumed at step {resumed}: max |w_uninterrupted - w_resumed| = {diff:.3g}")
     assert diff <= 1e-6, diff
+
+
+def test_worker_role_and_write_dir():
+    """Fast: who is the chief and where each worker writes (TF's chief rule)."""
+    from types import SimpleNamespace
+
+    from asl_tf import training
+
+    def strat(ttype, tid, cluster):
+        spec = SimpleNamespace(as_dict=lambda: cluster)
+        return SimpleNamespace(cluster_resolver=SimpleNamespace(
+            task_type=ttype, task_id=tid, cluster_spec=lambda: spec))
+
+    workers = {"worker": ["a:1", "b:1"]}
+    assert training.worker_role(strat("worker", 0, workers)) == (True, "worker", 0)
+    assert training.worker_role(strat("worker", 1, workers)) == (False, "worker", 1)
+    with_chief = {"chief": ["c:1"], "worker": ["a:1"]}
+    assert training.worker_role(strat("worker", 0, with_chief))[0] is False
+    assert training.worker_role(strat("chief", 0, with_chief))[0] is True
+    assert training.write_dir("/w", strat("worker", 1, workers)) == os.path.join("/w", ".worker-1")
+    assert training.write_dir("/w", strat("worker", 0, workers)) == "/w"
+    assert training.write_dir("/w", SimpleNamespace()) == "/w"   # single-process strategies
+    assert training.peer_failure(type("UnavailableError", (Exception,), {})())
+    assert not training.peer_failure(ValueError("x"))
