@@ -10,8 +10,8 @@
 "label_name"}]}` sorted by score (the model's exported test config; segments clamped to
 `[0, duration]` s). `run --stream` pushes the features one chunk at a time (`--chunk`, default
 1 step) and writes one JSON line per detection as it is finalised, with its latency;
-`--out -` writes to stdout as it goes. `run --video` starts from frames (a file, a URL, a camera; edge/video_run.py) and writes the
-same JSON. `bench` prints JSON: model latency per window, end-to-end
+`--out -` writes to stdout as it goes. `run --video` starts from frames (a file, a URL, a
+camera; edge/video.py) and writes the same JSON. `bench` prints JSON: model latency per window, end-to-end
 streaming latency per second of video, real-time factor and peak RSS.
 
 argparse only; a user error prints one line `asl-edge: error: ...` and exits 2.
@@ -135,8 +135,8 @@ def cmd_run(args):
     if (args.features is None) == (args.video is None):
         raise ValueError("run: give exactly one of --features VIDEO.npy and --video SRC")
     if args.video is not None:
-        from edge.video_run import run_video
-        return run_video(args, _public, _atomic_open)
+        from edge.video import run_video
+        return run_video(args, _public)
     feats = _load_features(args.features)
     model = EdgeModel(args.model, num_threads=args.threads)
     if feats.shape[1] != model.input_dim:

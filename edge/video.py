@@ -1,313 +1,158 @@
-"""Video frames -> the frames each feature snippet needs, on the recipe's time grid (PyAV + numpy).
+"""`asl-edge run --video SRC --encoder E --model M`: frames in, detections out, on the device.
 
-Shared by the device (`asl-edge run --video`) and the server (`asl-extract-features`), so both
-cut a video into the same snippets. No TensorFlow, no model here: see `edge.encoder` for the
-frame encoder and `edge.video_run` for the pipeline.
+    SRC (file, rtsp://, tcp://, /dev/video0) --PyAV--> frames on the recipe's grid (edge.frames)
+      -> exported frame encoder (edge.encoder), k frames per snippet, mean -> snippet feature [C]
+      -> edge.stream.StreamingDetector (its feature buffer is the bounded ring of W + hop steps)
+      -> cross-window merge -> detections
 
-Time grid (all times in seconds from the first decoded frame's presentation time):
+Offline (no `--stream`) collects the video's `[T, C]` features and calls
+`edge.stream.detect_video` exactly as `asl-edge run --features` does, so the JSON is the same as
+running `--features` on those features. `--stream` writes each detection as a JSON line when it
+is final, with `latency_s` (video time from the segment's end to its emission, as
+`run --features --stream`) plus `video_time_s` (time of the newest decoded frame then) and
+`wall_s` (processing seconds since the video was opened).
 
-* The recipe resamples the video to `fps` frames per second: resampled frame `j` is the source
-  frame on screen at `(j + 0.5) / fps` (the last frame whose presentation timestamp is <= that
-  time), so variable frame rate and odd rates (23.976, 10, 29.97) resample exactly; the rate
-  of the container is never trusted, only the timestamps.
-* Snippet `i` spans resampled frames `[i * feat_stride, i * feat_stride + num_frames)`; its
-  centre is `(i * feat_stride + num_frames / 2) / fps` s, the time conversion of the detector.
-* Only `frames_per_snippet = k` of those frames are decoded to RGB and encoded: offsets
-  `m * q + (q - 1) // 2` (m < k, q = num_frames / k, which must be an odd integer), evenly
-  spaced and symmetric about the snippet's centre, so their mean time is exactly the centre.
-  Every other frame is decoded by FFmpeg (a codec cannot skip them) but never converted.
-* A video of `duration` s (last timestamp + that frame's duration) has
-  `n = floor(duration * fps)` resampled frames and `T = (n - num_frames) // feat_stride + 1`
-  snippets (0 when `n < num_frames`: shorter than one snippet). A stream emits snippet `i` as
-  soon as its frames are known and a frame at or past its end has arrived, so a stream and the
-  whole file give the same snippets.
+Timing: `fps`, `feat_stride`, `num_frames` of the detector's sidecar (or the flags); the encoded
+frames per snippet from `--frames-per-snippet` (the recipe's `frames_per_snippet`, default 1).
+The encoder's output width must equal the detector's input width: checked before the video is
+opened. At the end a report (real-time factor = seconds of video / seconds of processing, also
+per CPU second; peak RSS) goes to the log and, with `--report FILE`, to a JSON file.
 """
-import heapq
-import logging
-import math
+import contextlib
+import json
 import os
+import re
+import sys
+import time
 
 import numpy as np
 
-log = logging.getLogger("edge.video")
+from edge.encoder import FrameEncoder
+from edge.fileio import atomic_write
+from edge.runtime import EdgeModel
+from edge.stream import StreamingDetector, default_duration, detect_video
+from edge.frames import SnippetGrid, VideoReader, iter_snippets, rgb_converter
 
-_EPS = 1e-6
-
-
-class VideoError(ValueError):
-    """A video that cannot be used: not a video, no video stream, corrupt, too short."""
-
-
-def snippet_offsets(num_frames, frames_per_snippet):
-    """The resampled frames encoded in a snippet, as offsets from its first frame.
-
-    `[m * q + (q - 1) // 2 for m < k]` with `q = num_frames / k` an odd integer (so the offsets
-    are symmetric about the snippet's centre `num_frames / 2 - 0.5`)."""
-    n, k = float(num_frames), int(frames_per_snippet)
-    if k < 1 or not n.is_integer() or n < 1:
-        raise ValueError(f"num_frames {num_frames} / frames_per_snippet {frames_per_snippet}: "
-                         "both must be positive integers")
-    n = int(n)
-    if n % k or (n // k) % 2 == 0:
-        raise ValueError(f"frames_per_snippet: {k} frames cannot sit symmetrically in a snippet of "
-                         f"num_frames = {n} (num_frames / frames_per_snippet must be an odd integer)")
-    q = n // k
-    return [m * q + (q - 1) // 2 for m in range(k)]
+def snippet_features(reader, grid, encoder, stats=None):
+    """`(i, feature [D] float32)` per snippet of `reader`: mean of its k encoded frames."""
+    convert = rgb_converter(encoder.input_size)
+    for i, frames in iter_snippets(reader, grid, convert):
+        t0 = time.perf_counter()
+        feat = encoder(frames).mean(axis=0)
+        if stats is not None:
+            stats["frames_encoded"] = stats.get("frames_encoded", 0) + len(frames)
+            stats["encode_s"] = stats.get("encode_s", 0.0) + time.perf_counter() - t0
+        yield i, feat.astype(np.float32, copy=False)
 
 
-class SnippetGrid:
-    """The snippet timing of a recipe: `fps` (resampled rate), `feat_stride`, `num_frames`
-    (resampled frames, integers) and `frames_per_snippet`."""
-
-    def __init__(self, fps, feat_stride, num_frames, frames_per_snippet=1):
-        self.fps = float(fps)
-        if not (math.isfinite(self.fps) and self.fps > 0):
-            raise ValueError(f"fps: must be a positive number, got {fps}")
-        for name, value in (("feat_stride", feat_stride), ("num_frames", num_frames)):
-            if not float(value).is_integer() or float(value) < 1:
-                raise ValueError(f"{name}: must be a positive whole number of frames, got {value}")
-        self.feat_stride, self.num_frames = int(feat_stride), int(num_frames)
-        self.offsets = snippet_offsets(self.num_frames, frames_per_snippet)
-        self.k = len(self.offsets)
-
-    def sample_time(self, g):
-        """Time (s) of the g-th encoded frame (snippet g // k, its (g % k)-th offset)."""
-        i, m = divmod(int(g), self.k)
-        return (i * self.feat_stride + self.offsets[m] + 0.5) / self.fps
-
-    def centre(self, i):
-        return (i * self.feat_stride + self.num_frames / 2.0) / self.fps
-
-    def end(self, i):
-        return (i * self.feat_stride + self.num_frames) / self.fps
-
-    def num_snippets(self, duration):
-        """Snippets of a video of `duration` seconds (0 if shorter than one snippet)."""
-        n = math.floor(float(duration) * self.fps + _EPS)
-        return 0 if n < self.num_frames else (n - self.num_frames) // self.feat_stride + 1
-
-    def as_dict(self):
-        return {"fps": self.fps, "feat_stride": self.feat_stride, "num_frames": self.num_frames,
-                "frames_per_snippet": self.k, "offsets": list(self.offsets)}
+def _video_id(src):
+    base = os.path.splitext(os.path.basename(src.rstrip("/")))[0]
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", base) or "stream"
 
 
-class SnippetSampler:
-    """Picks, from frames pushed in presentation order, the ones each snippet needs.
-
-    `push(t, frame)` (t in seconds from the first frame, frame any object) returns the snippets
-    completed so far as `(i, [k converted frames])`; `finish(duration)` returns the rest of the
-    video's `grid.num_snippets(duration)` snippets. `convert(frame)` is called once per frame
-    that is used (never for the others)."""
-
-    def __init__(self, grid, convert):
-        self.grid, self.convert = grid, convert
-        self._sched = 0          # next snippet whose sample slots are not scheduled yet
-        self._heap = []          # (time, slot) scheduled, not filled yet
-        self._next = 0           # next snippet to emit
-        self._slots = {}         # slot -> converted frame, for snippets not yet emitted
-        self._prev = None        # (t, frame) of the frame on screen now
-        self._conv = None        # (frame, converted) cache: one frame may fill several slots
-        self.last_time = None
-        self.skipped = 0         # frames with a non-increasing timestamp (dropped)
-
-    def _fill(self, until):
-        """Give the frame on screen (`_prev`) to every sample slot timed before `until`.
-
-        Slots are taken in time order from a heap: with overlapping snippets (num_frames >
-        feat_stride) a later snippet's first samples come before an earlier one's last."""
-        k = self.grid.k
-        while True:
-            while self.grid.sample_time(self._sched * k) < until:  # earliest sample of a snippet
-                for m in range(k):
-                    g = self._sched * k + m
-                    heapq.heappush(self._heap, (self.grid.sample_time(g), g))
-                self._sched += 1
-            if not self._heap or self._heap[0][0] >= until:
-                return
-            _, g = heapq.heappop(self._heap)
-            frame = self._prev[1]
-            if self._conv is None or self._conv[0] is not frame:
-                self._conv = (frame, self.convert(frame))
-            self._slots[g] = self._conv[1]
-
-    def _ready(self, limit_snippets=None, known_until=None):
-        out, k = [], self.grid.k
-        while all(self._next * k + m in self._slots for m in range(k)):
-            i = self._next
-            if limit_snippets is not None and i >= limit_snippets:
-                break
-            if known_until is not None and self.grid.end(i) > known_until + _EPS:
-                break
-            out.append((i, [self._slots.pop(i * k + m) for m in range(k)]))
-            self._next += 1
-        return out
-
-    def push(self, t, frame):
-        t = float(t)
-        if self._prev is not None and t <= self._prev[0]:
-            self.skipped += 1
-            return []
-        if self._prev is not None:
-            self._fill(until=t)
-        self._prev = (t, frame)
-        self.last_time = t
-        return self._ready(known_until=t)
-
-    def finish(self, duration):
-        """All remaining snippets of a video of `duration` s (the last frame fills the end)."""
-        total = self.grid.num_snippets(duration)
-        if self._prev is None or total <= self._next:
-            self._slots.clear()
-            return []
-        self._fill(until=self.grid.sample_time(total * self.grid.k - 1) + _EPS)
-        out = self._ready(limit_snippets=total)
-        self._slots.clear()
-        self._heap = []
-        self._conv = None
-        return out
+def peak_rss_mb():
+    """Peak resident memory of this process in MB (VmHWM on Linux, else ru_maxrss)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    import resource
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 1024.0 if sys.platform != "darwin" else rss / 2 ** 20
 
 
-def _is_live(src):
-    return "://" in src or src.startswith("/dev/")
+def open_models(encoder_path, model_path, threads=None):
+    """The encoder and detector, refused as a pair when their feature widths differ."""
+    encoder = FrameEncoder(encoder_path, num_threads=threads)
+    model = EdgeModel(model_path, num_threads=threads)
+    if encoder.output_dim != model.input_dim:
+        raise ValueError(f"{encoder_path}: the encoder makes {encoder.output_dim}-d features, the "
+                         f"detector {model_path} takes {model.input_dim} (field input_dim): not "
+                         "a pair")
+    return encoder, model
 
 
-class VideoReader:
-    """A video opened with PyAV: a file, a URL FFmpeg reads (rtsp://, tcp://, http://) or a
-    camera (`/dev/videoN`, read with v4l2).
-
-    Args:
-      src: what to open. threads: decoder threads (None: FFmpeg's default).
-      timeout: seconds without data after which a live source counts as stopped (its stream
-        then ends cleanly with what it had).
-      strict: a decode error or a truncated file raises VideoError (default for files);
-        otherwise the stream ends at the error with a warning (default for live sources).
-
-    `frames()` yields `(t, av.VideoFrame)` with t in seconds from the first frame; afterwards
-    `duration` (s, last timestamp + that frame's duration), `frame_count`, `source_fps`.
-    """
-
-    def __init__(self, src, threads=None, timeout=10.0, strict=None):
-        import av  # optional dependency of the edge package: pip install 'asl-tf-edge[video]'
-
-        self._av = av
-        self.src = src = os.fspath(src)
-        live = _is_live(src)
-        self.strict = (not live) if strict is None else bool(strict)
-        if not live and not os.path.exists(src):
-            raise FileNotFoundError(f"{src}: video file not found")
-        if not live and os.path.isdir(src):
-            raise VideoError(f"{src}: is a folder, not a video")
-        self._timeout = timeout
-        kwargs = {"timeout": timeout} if live and timeout else {}
-        if src.startswith("/dev/video"):
-            kwargs["format"] = "v4l2"
-        try:
-            self.container = av.open(src, mode="r", **kwargs)
-        except (av.FFmpegError, OSError, UnicodeDecodeError) as err:
-            raise VideoError(f"{src}: not a readable video ({_msg(err)})") from None
-        if not self.container.streams.video:
-            kinds = sorted({s.type for s in self.container.streams}) or ["none"]
-            self.container.close()
-            raise VideoError(f"{src}: no video stream (streams: {', '.join(kinds)})")
-        self.stream = self.container.streams.video[0]
-        if threads:
-            self.stream.codec_context.thread_count = int(threads)
-        rate = self.stream.average_rate
-        self.source_fps = float(rate) if rate else None
-        self.declared_duration = _declared_duration(self.container, self.stream)
-        self.frame_count = 0
-        self.duration = 0.0
-        self._last_dur = None
-        self.stopped_by = None     # a live source's end: "eof", "timeout" or the error text
-
-    def frames(self):
-        av = self._av
-        t0 = last = None
-        gaps = []
-        tb = self.stream.time_base
-        try:
-            for frame in self.container.decode(self.stream):
-                t = frame.time
-                if t is None:  # no timestamp: continue at the container's rate
-                    t = (last + (gaps[-1] if gaps else 1.0 / (self.source_fps or 30.0))) \
-                        if last is not None else 0.0
-                elif t0 is None:
-                    t0 = t
-                t = t - (t0 or 0.0)
-                if last is not None and t > last:
-                    gaps = (gaps + [t - last])[-16:]
-                d = frame.duration * tb if frame.duration and tb else None
-                self._last_dur = float(d) if d else None
-                last = t if last is None else max(last, t)
-                self.frame_count += 1
-                self.duration = last + (self._last_dur or (float(np.median(gaps)) if gaps else
-                                        1.0 / (self.source_fps or 30.0)))
-                yield t, frame
-        except (av.FFmpegError, OSError) as err:
-            text = _msg(err)
-            if isinstance(err, getattr(av, "ExitError", ())):  # the open/read timeout fired
-                text = f"timeout: no data for {self._timeout} s"
-            if self.strict:
-                raise VideoError(f"{self.src}: corrupt video: decoding failed after "
-                                 f"{self.frame_count} frames ({text})") from None
-            self.stopped_by = text
-            log.warning("%s: the stream stopped after %d frames (%.2f s): %s", self.src,
-                        self.frame_count, self.duration, text)
+def run_video(args, public):
+    """The `--video` branch of `asl-edge run` (args of edge.cli); `public(d, video_id, stream)`
+    is edge.cli's JSON shaping of a detection. Outputs are written atomically. Returns 0."""
+    if not args.encoder:
+        raise ValueError("--video needs --encoder E.tflite|E.onnx (the exported frame encoder)")
+    t_open = time.perf_counter()
+    encoder, model = open_models(args.encoder, args.model, args.threads)
+    fps = args.fps if args.fps is not None else model.fps
+    stride = args.feat_stride if args.feat_stride is not None else model.feat_stride
+    frames = args.num_frames if args.num_frames is not None else model.num_frames
+    for name, value in (("fps", fps), ("feat_stride", stride), ("num_frames", frames)):
+        if value is None:
+            flag = "--" + name.replace("_", "-")
+            raise ValueError(f"{args.model}: the sidecar has no '{name}'; give {flag}")
+    grid = SnippetGrid(fps, stride, frames, args.frames_per_snippet)
+    meta = dict(fps=grid.fps, feat_stride=grid.feat_stride, num_frames=grid.num_frames)
+    det = StreamingDetector(model, hop=args.hop, **meta)  # checks --hop before any decoding
+    t_models = time.perf_counter()
+    reader = VideoReader(args.video, threads=args.threads, timeout=args.timeout)
+    video_id = args.video_id or _video_id(args.video)
+    stats = {}
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    count = 0
+    if not args.stream:
+        feats = [f for _, f in snippet_features(reader, grid, encoder, stats)]
+        feats = np.stack(feats)
+        dets = detect_video(model, feats, hop=args.hop, duration=args.duration, **meta)
+        doc = {"video_id": video_id, "detections": [public(d) for d in dets]}
+        count, steps, windows = len(dets), len(feats), None
+        if args.out == "-":
+            json.dump(doc, sys.stdout)
+            sys.stdout.write("\n")
         else:
-            self.stopped_by = "eof"
-        finally:
-            self.container.close()
-        if self.frame_count == 0:
-            raise VideoError(f"{self.src}: the video has no decodable frame")
-        dd = self.declared_duration
-        if self.strict and dd and self.duration < 0.9 * dd - 0.5:
-            raise VideoError(f"{self.src}: truncated video: the container says {dd:.2f} s, only "
-                             f"{self.duration:.2f} s ({self.frame_count} frames) decode")
+            with atomic_write(args.out) as f:
+                json.dump(doc, f, indent=1)
+                f.write("\n")
+    else:
+        def write(d):
+            line = {**public(d, video_id, True), "video_time_s": reader.duration,
+                    "wall_s": time.perf_counter() - t0}
+            f.write(json.dumps(line) + "\n")
+            f.flush()
 
-    def close(self):
-        self.container.close()
-
-
-def _declared_duration(container, stream):
-    if stream.duration and stream.time_base:
-        return float(stream.duration * stream.time_base)
-    if container.duration:
-        return container.duration / 1e6  # AV_TIME_BASE
-    return None
-
-
-def _msg(err):
-    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-
-
-def rgb_converter(size, interpolation="BILINEAR"):
-    """`frame -> uint8 [size, size, 3]` RGB: FFmpeg's swscale resizes and converts from the
-    frame's own pixel format (every software format FFmpeg knows) in one pass."""
-    def convert(frame):
-        try:
-            return frame.to_ndarray(width=size, height=size, format="rgb24",
-                                    interpolation=interpolation)
-        except Exception as err:  # PyAV raises ValueError or FFmpegError subclasses
-            fmt = getattr(getattr(frame, "format", None), "name", "?")
-            raise VideoError(f"unsupported pixel format {fmt}: cannot convert it to RGB "
-                             f"({_msg(err)})") from None
-    return convert
-
-
-def iter_snippets(reader, grid, convert):
-    """`(i, uint8 [k, size, size, 3])` for each snippet of `reader`'s video, as they complete.
-
-    Raises VideoError when the video is shorter than one snippet."""
-    sampler = SnippetSampler(grid, convert)
-    emitted = 0
-    for t, frame in reader.frames():
-        for i, frames in sampler.push(t, frame):
-            emitted += 1
-            yield i, np.stack(frames)
-    for i, frames in sampler.finish(reader.duration):
-        emitted += 1
-        yield i, np.stack(frames)
-    if emitted == 0:
-        raise VideoError(f"{reader.src}: the video is {reader.duration:.3g} s "
-                         f"({reader.frame_count} frames), shorter than one snippet "
-                         f"({grid.num_frames / grid.fps:.3g} s)")
+        steps = 0
+        out = contextlib.nullcontext(sys.stdout) if args.out == "-" else atomic_write(args.out)
+        with out as f:
+            for i, feat in snippet_features(reader, grid, encoder, stats):
+                steps += 1
+                for d in det.push(feat[None]):
+                    write(d)
+                    count += 1
+            duration = args.duration or default_duration(steps, grid.fps, grid.feat_stride,
+                                                          grid.num_frames)
+            for d in det.flush(duration=duration):
+                write(d)
+                count += 1
+        windows = det.windows_run
+    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    report = {
+        "video": args.video, "video_id": video_id, "video_s": reader.duration,
+        "frames_decoded": reader.frame_count, "frames_encoded": stats.get("frames_encoded", 0),
+        "snippets": steps, "windows": windows, "detections": count,
+        "stopped_by": reader.stopped_by, "grid": grid.as_dict(),
+        "encoder": os.path.basename(args.encoder), "encoder_backend": encoder.backend,
+        "model": os.path.basename(args.model), "threads": args.threads,
+        "load_s": t_models - t_open, "process_s": wall,
+        "encode_s": stats.get("encode_s", 0.0),
+        "real_time_factor": reader.duration / wall if wall > 0 else float("inf"),
+        # CPU seconds of this process (all its threads): on a shared machine, the estimate of a
+        # dedicated core when every stage runs on 1 thread (--threads 1)
+        "process_cpu_s": cpu,
+        "real_time_factor_cpu": reader.duration / cpu if cpu > 0 else float("inf"),
+        "peak_rss_mb": peak_rss_mb(),
+    }
+    print(f"asl-edge: {video_id}: {reader.duration:.2f} s of video in {wall:.2f} s "
+          f"({report['real_time_factor']:.1f}x real time), {steps} snippets, {count} detections, "
+          f"peak RSS {report['peak_rss_mb']:.0f} MB", file=sys.stderr)
+    if args.report:
+        with atomic_write(args.report) as rf:
+            rf.write(json.dumps(report, indent=1) + "\n")
+    return 0

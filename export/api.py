@@ -249,3 +249,120 @@ def export_model(model, fmt, out, *, quantize="none", seq_len=None, calibration=
                 except OSError:
                     break
 
+
+
+#: Frames per calibration video for an encoder export (half calibrate int8, half verify).
+ENCODER_FRAMES_PER_VIDEO = 48
+
+
+def format_encoder_table(rows):
+    """Plain-text table of encoder export reports (one row per export)."""
+    head = ("format", "quantize", "size MB", "frames", "max|diff|", "mean cos", "min cos",
+            "top-1 agree", "ms/frame@1t", "ms/frame@2t", "ok")
+    lines = [" | ".join(head)]
+    for r in rows:
+        v, lat = r.get("verification") or {}, r.get("latency_ms") or {}
+        lines.append(" | ".join([
+            r["format"], r["quantize"], f"{r['size_bytes'] / 1e6:.3f}", _fmt(v.get("frames"), "d"),
+            _fmt(v.get("max_diff"), ".2e"), _fmt(v.get("mean_cosine"), ".4f"),
+            _fmt(v.get("min_cosine"), ".4f"), _fmt(v.get("top1_agreement"), ".3f"),
+            _fmt(lat.get("1"), ".1f"), _fmt(lat.get("2"), ".1f"),
+            "yes" if r.get("passed", True) else "NO"]))
+    return "\n".join(lines)
+
+
+def _encoder_frames(calibration, quantize, size):
+    """(calibration frames, verification frames) uint8 [N, size, size, 3]."""
+    from export import encoder_frames
+    if calibration is None:
+        if quantize != "none":
+            raise ValueError(f"--quantize {quantize} of an encoder needs --calibration (a video "
+                             f"file, a folder of videos, or a comma-separated list)")
+        rng = np.random.default_rng(0)  # fp32 is checked element-wise: any pixels will do
+        return None, rng.integers(0, 256, (8, size, size, 3), dtype=np.uint8), "synthetic"
+    frames = encoder_frames.load_frames(calibration, size, ENCODER_FRAMES_PER_VIDEO)
+    if len(frames) < 2:
+        raise ValueError(f"--calibration {calibration}: needs at least 2 frames, got {len(frames)}")
+    cal, held = encoder_frames.split(frames)
+    return cal.rgb, held.rgb, frames.source
+
+
+def _frames_only(runner):
+    return lambda rgb, _mask: runner(rgb)
+
+
+def export_encoder(name, fmt, out, *, quantize="none", calibration=None, force=False,
+                   verify=True, limits=None, include_top=False, weights=None, threads=(1, 2),
+                   latency_runs=5):
+    """Export the frame encoder `name` (efficientnet_lite0) as `fmt` (tflite | onnx) to `out`.
+
+    quantize (tflite): none | dynamic | int8. calibration: a video file, a folder of videos or
+    a comma-separated list; its frames are split in two, half calibrate int8 and half (held
+    out) verify. fp32 must match Keras within 1e-4; dynamic/int8 must reach the mean cosine
+    and top-1 agreement of `export.encoder.QUANT_LIMITS` (overridable by `limits`). Nothing is
+    written when verification fails (VerificationError). Returns the report dict.
+    """
+    from export import encoder as enc
+    if fmt not in ("tflite", "onnx"):
+        raise ValueError(f"--format {fmt!r}: an encoder exports to tflite or onnx")
+    if quantize not in ("none", "dynamic", "int8"):
+        raise ValueError(f"--quantize {quantize!r}: an encoder exports none, dynamic or int8")
+    if fmt != "tflite" and quantize != "none":
+        raise ValueError(f"--quantize {quantize} applies to tflite only (got --format {fmt})")
+    final = _check_out(fmt, out, force)
+    from asl_tf.features import default_weights_path, efficientnet_lite
+    cal, check, source = _encoder_frames(calibration, quantize, efficientnet_lite.INPUT_SIZE)
+    model = enc.build(name, include_top, weights)
+    weights_path = default_weights_path() if weights is None else os.fspath(weights)
+    parent = os.path.dirname(os.path.abspath(final))
+    created = _make_dirs(parent)
+    tmp = tempfile.mkdtemp(prefix=".asl-export-", dir=parent)
+    ok = False
+    try:
+        art = os.path.join(tmp, os.path.basename(final))
+        extra = {}
+        if fmt == "tflite":
+            with open(art, "wb") as f:
+                f.write(enc.convert_tflite(model, quantize, cal))
+            from export import tflite
+            extra["ops"] = tflite.op_counts(art)
+            make_runner = lambda n: enc.TFLiteEncoder(art, threads=n)  # noqa: E731
+        else:
+            extra["ops"] = enc.convert_onnx(model, art)
+            extra["opset"] = enc.ONNX_OPSET
+            make_runner = lambda n: enc.OnnxEncoder(art, threads=n)  # noqa: E731
+        report = {"format": fmt, "quantize": quantize, "encoder": name,
+                  "file": os.path.abspath(final), "size_bytes": _size(art),
+                  "calibration": source, **extra}
+        passed = True
+        if verify:
+            v = enc.compare(model, make_runner(1), check, quantize, limits,
+                            classifier=None if include_top else enc.classifier(weights))
+            report["verification"], passed = v, v["passed"]
+        report["latency_ms"] = median_latency_ms(  # one frame per call; the runners take no mask
+            lambda n: _frames_only(make_runner(n)), check[:1].astype(np.float32), None, threads,
+            latency_runs)
+        report["passed"] = passed
+        print(format_encoder_table([report]))
+        if not passed:
+            why = "; ".join(report["verification"]["failures"])
+            raise VerificationError(f"export refused ({name} {fmt}, quantize={quantize}): {why}; "
+                                    "nothing was written", report)
+        if os.path.lexists(final):  # --force
+            os.remove(final)
+        os.replace(art, final)
+        metadata.write_json_atomic(metadata.sidecar_path(final),
+                                   enc.sidecar(model, name, quantize, weights_path))
+        report["report"] = os.path.join(parent, REPORT_NAME)
+        _write_report(report["report"], os.path.relpath(final, parent), report)
+        logging.info("exported %s %s (%s) to %s", name, fmt, quantize, final)
+        ok = True
+        return report
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not ok:
+            for d in created:
+                try:
+                    os.rmdir(d)
+                except OSError:
+                    break

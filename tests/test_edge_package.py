@@ -1,5 +1,5 @@
 """The light edge package: edge/ imports nothing heavy, and edge/pyproject.toml builds a wheel
-that depends on numpy and ai-edge-litert only (onnxruntime as an extra)."""
+that depends on numpy and ai-edge-litert only (onnxruntime and PyAV as extras)."""
 import ast
 import shutil
 import subprocess
@@ -12,7 +12,7 @@ import pytest
 from conftest import REPO
 
 EDGE = REPO / "edge"
-ALLOWED_THIRD_PARTY = {"numpy", "ai_edge_litert", "onnxruntime"}
+ALLOWED_THIRD_PARTY = {"numpy", "ai_edge_litert", "onnxruntime", "av"}
 
 
 def _imports(path):
@@ -33,12 +33,28 @@ def test_edge_imports_only_numpy_runtimes_stdlib_and_edge(path):
         assert ok, f"{path.name}:{line} imports {name!r} (edge/ must run without TensorFlow)"
 
 
+def test_pyav_is_optional():
+    """Only edge/frames.py imports av, inside a function: the runtime, the stream and the CLI
+    (without --video) load without PyAV installed."""
+    users = [p.name for p in EDGE.glob("*.py") if any(n == "av" for n, _ in _imports(p))]
+    assert users == ["frames.py"]
+    tree = ast.parse((EDGE / "frames.py").read_text())
+    assert not any(isinstance(node, (ast.Import, ast.ImportFrom)) for node in tree.body
+                   if "av" in [a.name for a in getattr(node, "names", [])])
+    code = ("import sys, edge.cli, edge.video, edge.frames, edge.encoder\n"
+            "assert 'av' not in sys.modules, 'av imported at module load'\n")
+    res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                         env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}, timeout=60)
+    assert res.returncode == 0, res.stderr
+
+
 def test_light_package_spec():
     spec = tomllib.loads((EDGE / "pyproject.toml").read_text())
     deps = [d.split("==")[0].split(">")[0].strip() for d in spec["project"]["dependencies"]]
     assert sorted(deps) == ["ai-edge-litert", "numpy"]
     extras = spec["project"]["optional-dependencies"]
     assert [d.split("==")[0] for d in extras["onnx"]] == ["onnxruntime"]
+    assert [d.split("==")[0] for d in extras["video"]] == ["av"]
     assert spec["project"]["scripts"]["asl-edge"] == "edge.cli:main"
 
 

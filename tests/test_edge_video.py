@@ -54,8 +54,8 @@ def test_features_are_the_encoder_on_the_right_frames(models):
     import av
 
     from edge.encoder import FrameEncoder
-    from edge.video import SnippetGrid, VideoReader
-    from edge.video_run import snippet_features
+    from edge.frames import SnippetGrid, VideoReader
+    from edge.video import snippet_features
     got = np.stack([f for _, f in snippet_features(VideoReader(BIKES), SnippetGrid(10, 2, 3),
                                                    FrameEncoder(models["enc8"]))])
     with av.open(BIKES) as c:
@@ -74,8 +74,8 @@ def test_video_json_equals_features_json(models, tmp_path):
     """`run --video` writes the JSON `run --features` writes on that video's features."""
     from edge import cli
     from edge.encoder import FrameEncoder
-    from edge.video import SnippetGrid, VideoReader
-    from edge.video_run import snippet_features
+    from edge.frames import SnippetGrid, VideoReader
+    from edge.video import snippet_features
     feats = np.stack([f for _, f in snippet_features(VideoReader(BIKES), SnippetGrid(10, 2, 3),
                                                      FrameEncoder(models["enc8"]))])
     np.save(tmp_path / "bikes.npy", feats)

@@ -1,4 +1,4 @@
-"""edge/video.py: timestamp resampling to the recipe's grid, snippet timing, bad videos.
+"""edge/frames.py: timestamp resampling to the recipe's grid, snippet timing, bad videos.
 
 No TensorFlow: tiny videos written with PyAV (tests/video_fixtures.py) whose frame j is grey
 level 8j, so the frame each snippet uses is read back from its pixels and compared with the
@@ -10,7 +10,7 @@ import pytest
 
 import video_fixtures as vf
 from conftest import REPO
-from edge.video import (SnippetGrid, VideoError, VideoReader, iter_snippets, rgb_converter,
+from edge.frames import (SnippetGrid, VideoError, VideoReader, iter_snippets, rgb_converter,
                         snippet_offsets)
 
 BIKES = f"{REPO}/tests/fixtures/videos/bikes.mp4"
@@ -91,7 +91,8 @@ def test_real_clip_grid_and_duration():
                                            ("yuv420p10le", "ffv1"), ("bgr0", "ffv1"),
                                            ("gbrp10le", "ffv1")])
 def test_pixel_formats_convert_to_rgb(pix_fmt, codec, tmp_path):
-    """Uncommon pixel formats (grey, 4:4:4, 10-bit YUV, BGR, 10-bit planar RGB) come out as the right RGB."""
+    """Uncommon pixel formats (grey, 4:4:4, 10-bit YUV, BGR, 10-bit planar RGB) come out as
+    the right RGB."""
     path = vf.write_video(tmp_path / f"v_{pix_fmt}.nut", np.arange(12),
                           fractions.Fraction(1, 10), pix_fmt=pix_fmt, codec=codec,
                           container="nut", values=[96] * 12)

@@ -151,9 +151,10 @@ LEGACY_PROTOCOL = 1001
 class _LegacyUnpickler(_RestrictedUnpickler):
     """State pickle of the legacy format: storages are allocated now and filled afterwards."""
 
-    def __init__(self, fh, source):
+    def __init__(self, fh, source, file_size):
         super().__init__(fh, None, source)
         self.dtypes = {}
+        self._file_size = file_size
 
     def find_class(self, module, name):
         if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
@@ -169,8 +170,12 @@ class _LegacyUnpickler(_RestrictedUnpickler):
                                          f"{storage_type!r}")
         key, numel = str(key), int(numel)
         if key not in self._storages:
-            self.dtypes[key] = _np_dtype(storage_type.dtype)
-            self._storages[key] = _Storage(np.zeros(max(numel, 0), self.dtypes[key]))
+            dtype = _np_dtype(storage_type.dtype)
+            if not 0 <= numel * dtype.itemsize <= self._file_size:  # no allocation on a lie
+                raise pickle.UnpicklingError(f"{self._source}: storage {key} claims {numel} "
+                                             f"elements, more than the file holds")
+            self.dtypes[key] = dtype
+            self._storages[key] = _Storage(np.zeros(numel, dtype))
         root = self._storages[key]
         if view is None:
             return root
@@ -211,7 +216,7 @@ def _load_legacy(path, fh):
     info = header()
     if not isinstance(info, dict) or info.get("little_endian") is not True:
         raise ValueError(f"{path}: legacy checkpoint is not little-endian ({info!r})")
-    state = _LegacyUnpickler(fh, path)
+    state = _LegacyUnpickler(fh, path, os.fstat(fh.fileno()).st_size)
     obj = state.load()
     keys = _RestrictedUnpickler(fh, None, path).load()
     if not isinstance(keys, (list, tuple)) or sorted(map(str, keys)) != sorted(state.dtypes):

@@ -14,8 +14,9 @@ padding; on stride 2 that padding is asymmetric (less before than after), so str
 an explicit `ZeroPadding2D` and a "valid" convolution, which every export (TFLite, ONNX) and
 backend reproduces exactly. BatchNorm (eps 1e-3, inference statistics) is folded into the
 preceding convolution's kernel and bias at load time (`fold_bn=True`, in float64, then cast):
-the model has no BatchNormalization layers and is ~25% faster in Keras; within 2e-6 of the
-unfolded model on the golden frames (see tests/test_features_encoder.py).
+the model has no BatchNormalization layers and is ~13% faster in Keras (17.8 vs 20.4 ms per
+frame, batch 8, measured interleaved); folded and unfolded are both within 1.2e-5 of the
+PyTorch goldens (tests/test_features_encoder.py).
 """
 import importlib.util
 import os

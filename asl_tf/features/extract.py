@@ -8,11 +8,11 @@ Per video (the reusable unit, also called by the Beam pipeline):
 
 `extract_video(path, recipe, encoder, threads=None)` decodes `path` with PyAV, resamples it to
 the recipe's grid by presentation timestamps, converts and resizes only the frames the recipe
-encodes (`edge.video`, the same code as the device), encodes them in batches of
+encodes (`edge.frames`, the same code as the device), encodes them in batches of
 `recipe.batch_size` frames with `encoder` (uint8 `[N, S, S, 3]` RGB 0..255 -> `[N, C]`) and
 averages each snippet's `frames_per_snippet` features. Returns `(feats [T, C] float32, info)`,
 info = {fps, feat_stride, num_frames, frames_per_snippet, duration (s), frame_count (decoded
-source frames), source_fps, T, frames_encoded}. Raises `edge.video.VideoError` (a ValueError)
+source frames), source_fps, T, frames_encoded}. Raises `edge.frames.VideoError` (a ValueError)
 for a video it cannot use (not a video, no video stream, corrupt or truncated, shorter than
 one snippet) and FileNotFoundError for a missing file.
 
@@ -40,7 +40,7 @@ MANIFEST = "manifest.json"
 # --- one video --------------------------------------------------------------------------
 def extract_video(path, recipe, encoder, threads=None):
     """Features `[T, C]` float32 and their info for one video (see the module docstring)."""
-    from edge.video import VideoReader, iter_snippets, rgb_converter
+    from edge.frames import VideoReader, iter_snippets, rgb_converter
 
     grid = recipe.grid()
     reader = VideoReader(path, threads=threads, strict=True)

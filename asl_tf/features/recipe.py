@@ -6,7 +6,7 @@ presentation timestamps), `dataset.feat_stride`, `dataset.num_frames` (resampled
 `dataset.input_dim` (the feature width) and the `features` section (encoder,
 frames_per_snippet, size, interpolation, pool, batch_size). Snippet i is centred at
 `(i * feat_stride + num_frames / 2) / fps` s; the frames it encodes, their timing and the
-snippet count of a video are `edge.video.SnippetGrid` (shared with the device).
+snippet count of a video are `edge.frames.SnippetGrid` (shared with the device).
 """
 import dataclasses
 
@@ -31,8 +31,8 @@ class Recipe:
     batch_size: int = 32
 
     def grid(self):
-        """The `edge.video.SnippetGrid` of this recipe (validates the timing)."""
-        from edge.video import SnippetGrid
+        """The `edge.frames.SnippetGrid` of this recipe (validates the timing)."""
+        from edge.frames import SnippetGrid
         return SnippetGrid(self.fps, self.feat_stride, self.num_frames, self.frames_per_snippet)
 
     @property
