@@ -46,6 +46,7 @@ setup(
             "asl-edge=edge.cli:main",
             "asl-beam=asl_tf.cli.beam:run",
             "asl-extract-features=asl_tf.cli.extract:run",
+            "asl-demo-video=asl_tf.cli.demo_video:run",
         ]
     },
 )

@@ -27,15 +27,17 @@ from dataclasses import dataclass, field
 from typing import Any, List, Optional, Union
 
 import yaml
+from asl_tf.data.annotations import FORMATS
+from asl_tf.fileio import atomic_write
 
 from asl_tf.fileio import atomic_write
 
 __all__ = [
     "DatasetConfig", "ModelConfig", "TrainConfig", "TestConfig", "OptimizerConfig",
     "ASLConfig", "ExperimentConfig", "load_config", "config_from_dict", "parse_override",
+    "model_defaults", "train_defaults", "test_defaults", "asl_model_defaults", "ASL_OFF",
 ]
 
-DATASET_FORMATS = ("actionformer", "anet", "anet_bsn", "superevents", "epic", "epic_c2", "ego4d")
 
 
 def _default_regression_range():
@@ -50,7 +52,7 @@ class DatasetConfig:
     `i * feat_stride` and spanning `num_frames` frames (grid = (sec*fps - 0.5*num_frames)/feat_stride).
     """
     name: str = "epic"                      # dataset name (ActionFormer `dataset_name`)
-    format: str = "actionformer"            # annotation format, one of DATASET_FORMATS
+    format: str = "actionformer"            # annotation format, one of asl_tf.data.annotations.FORMATS
     json_file: str = ""                     # annotation file (any format, ActionFormer's key name)
     val_json_file: Optional[str] = None     # annotation file of val_split when it is another file (EPIC)
     video_info: Optional[str] = None        # durations/fps side file (anet_bsn, epic, epic_c2)
@@ -175,8 +177,45 @@ class ASLConfig:
     num_bg_samples: int = 16
 
 
+#: the TrainConfig keys that are ActionFormer's `train_cfg` (the rest drive the training loop)
+ACTIONFORMER_TRAIN_KEYS = ("center_sample", "center_sample_radius", "loss_weight",
+                           "cls_prior_prob", "init_loss_norm", "clip_grad_l2norm",
+                           "head_empty_cls", "dropout", "droppath", "label_smoothing")
+#: the three ASL switches; a model section that does not set one runs plain ActionFormer there
+ASL_SWITCHES = ("class_level", "instance_level", "contrastive")
+ASL_OFF = {k: False for k in ASL_SWITCHES}
+
+
+def model_defaults() -> dict:
+    """ActionFormer's DEFAULTS for a `model` section, read from the dataclasses above:
+    ModelConfig's keys (input_dim, num_classes, max_seq_len from DatasetConfig) as a plain
+    dict, without the non-ActionFormer `input_pdrop`."""
+    d = dataclasses.asdict(ModelConfig())
+    del d["input_pdrop"]
+    for key in ("input_dim", "num_classes", "max_seq_len"):
+        d[key] = getattr(DatasetConfig(), key)
+    return d
+
+
+def train_defaults() -> dict:
+    """ActionFormer's `train_cfg` DEFAULTS (TrainConfig's ActionFormer keys) as a plain dict."""
+    d = dataclasses.asdict(TrainConfig())
+    return {k: d[k] for k in ACTIONFORMER_TRAIN_KEYS}
+
+
+def test_defaults() -> dict:
+    """ActionFormer's `test_cfg` DEFAULTS (TestConfig) as a plain dict."""
+    return dataclasses.asdict(TestConfig())
+
+
+def asl_model_defaults() -> dict:
+    """Defaults of a model's `asl` section: ASLConfig's values with every switch off, so a
+    model section without `asl` (an ActionFormer config) is plain ActionFormer."""
+    return {**dataclasses.asdict(ASLConfig()), **ASL_OFF}
+
+
 _CHOICES = {
-    ("dataset", "format"): DATASET_FORMATS,
+    ("dataset", "format"): FORMATS,
     ("dataset", "label"): ("verb", "noun", "action"),
     ("asl", "class_mode"): ("normalized", "authors"),
     ("asl", "combine"): ("product", "sum"),

@@ -16,20 +16,12 @@ With every ASL switch off the result equals the reference ActionFormer loss
 from keras import ops
 
 from asl_tf.assign import assign_labels
+from asl_tf.config import train_defaults
 
 FOCAL_ALPHA = 0.25
 FOCAL_GAMMA = 2.0
 NORMALIZER_MOMENTUM = 0.9
 DIOU_EPS = 1e-8
-
-TRAIN_DEFAULTS = {
-    "center_sample": "radius",
-    "center_sample_radius": 1.5,
-    "loss_weight": 1.0,
-    "label_smoothing": 0.0,
-    "init_loss_norm": 100.0,
-}
-
 
 def sigmoid_focal_loss(logits, targets, alpha=FOCAL_ALPHA, gamma=FOCAL_GAMMA):
     """Elementwise sigmoid focal loss (fvcore / reference formula), same shape as `logits`.
@@ -119,7 +111,8 @@ def base_losses(cls_logits, offsets, valid_mask, cls_targets, reg_targets, norma
 
 
 def _train_cfg(model):
-    cfg = dict(TRAIN_DEFAULTS)
+    """ActionFormer `train_cfg` of `model`: its own values over `asl_tf.config`'s defaults."""
+    cfg = train_defaults()
     cfg.update({k: v for k, v in (getattr(model, "train_cfg", None) or {}).items() if v is not None})
     return cfg
 

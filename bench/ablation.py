@@ -32,7 +32,6 @@ import numpy as np
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from asl_tf.fileio import atomic_path, atomic_write  # noqa: E402
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 VARIANTS = {
@@ -66,8 +65,9 @@ def parse_args(argv=None):
     return args
 
 
-def _ctx(args, work):
-    from asl_tf.cli import demo
+def _data(args, work):
+    """(SyntheticConfig, data summary) of the generated data in <work>/data (written once)."""
+    from asl_tf import demo
     from asl_tf.data.synthetic import write_dataset
 
     dcfg = demo.data_config(args.data_config, args.data_override, args.train_videos,
@@ -81,27 +81,24 @@ def _ctx(args, work):
                    "feature_dir": str(data_dir / "features"), "class_names": m["class_names"]}
     else:
         summary = write_dataset(dcfg, data_dir)
-    return {"workdir": work, "data_cfg": dcfg, "data": summary, "config_path": args.config,
-            "overrides": list(args.override), "epochs": args.epochs,
-            "warmup_epochs": args.warmup_epochs}
+    return dcfg, summary
 
 
-def quality_profile(model, ctx, bins=10):
+def quality_profile(model, dcfg, num_classes, records, reader, bins=10):
     """Mean predicted (q_cls, q_loc) at finest-level points inside held-out instances, by
     relative position (t - start) / length in `bins` bins, and the generator's key-evidence
     envelope binned the same way. Returns dict of lists (None without the quality branch)."""
-    from asl_tf.cli import demo
-    from asl_tf.data.pipeline import pad_for_eval
     from asl_tf.data import synthetic as S
+    from asl_tf.data.pipeline import pad_for_eval
 
-    dcfg = ctx["data_cfg"]
-    protos = S.make_prototypes(dcfg, len(ctx["data"]["class_names"]))
+    protos = S.make_prototypes(dcfg, num_classes)
     sums = np.zeros((3, bins))
     counts = np.zeros(bins)
-    feat_dir = pathlib.Path(ctx["data"]["feature_dir"])
-    for vid, dur, fps, segs, labels in demo.held_out_videos(ctx):
-        feats = np.load(feat_dir / f"{vid}.npy")
-        _, lat = S.generate_video(segs, labels, dur, fps, dcfg, protos, vid, return_latent=True)
+    for r in records:
+        feats = reader(r.video_id)
+        segs, labels = r.segments, r.labels
+        _, lat = S.generate_video(segs, labels, r.duration, r.fps, dcfg, protos, r.video_id,
+                                  return_latent=True)
         t = feats.shape[0]
         x, m = pad_for_eval(model, feats)
         out = model({"feats": x, "mask": m}, training=False)
@@ -136,32 +133,36 @@ def class_gaussians(model):
     return out
 
 
-def run_one(args, ctx, variant, seed):
-    from asl_tf.cli import demo
+def run_one(args, work, dcfg, summary, variant, seed):
+    """Train one variant/seed with the experiment runner, score it on the held-out split."""
+    from asl_tf import demo, experiment
+    from asl_tf.data.features import FeatureReader
+    from asl_tf.evaluation import default_tious
+    from asl_tf.fileio import atomic_write
 
-    out_json = ctx["workdir"] / "runs" / f"{variant}_s{seed}.json"
+    out_json = work / "runs" / f"{variant}_s{seed}.json"
     if out_json.exists():
         return json.loads(out_json.read_text())
-    cfg = demo.experiment_config(ctx)
+    run_dir = work / "runs" / f"{variant}_s{seed}"
+    cfg = demo.config_for_data(args.config, dcfg, summary, run_dir, args.override, args.epochs,
+                               args.warmup_epochs)
     for k, v in VARIANTS[variant].items():
         setattr(cfg.asl, k, v)
     cfg.train_cfg.seed = int(cfg.train_cfg.seed) + seed
-    run_dir = ctx["workdir"] / "runs" / f"{variant}_s{seed}"
     t0 = time.time()
-    model, info = demo.fit_experiment(cfg, str(run_dir), verbose=0)
-    dets = {}
-    feat_dir = pathlib.Path(ctx["data"]["feature_dir"])
-    dcfg = ctx["data_cfg"]
-    for vid, dur, fps, _, _ in demo.held_out_videos(ctx):
-        dets[vid] = demo.keras_detect(model, np.load(feat_dir / f"{vid}.npy"), fps,
-                                      dcfg.feat_stride, dcfg.num_frames, dur)
-    res = demo.score(ctx, dets)
+    model, info = demo.fit(cfg, str(run_dir), verbose=0)
+    records = demo.held_out(cfg)
+    reader = FeatureReader.from_config(cfg.dataset)
+    dets = experiment.detect_records(model, records, reader)
+    res = experiment.score(records, dets, summary["class_names"], default_tious("thumos14"))
     rec = {"variant": variant, "seed": seed, "asl": dataclasses.asdict(cfg.asl),
            "average_mAP": float(res["average_mAP"]),
            "mAP_per_tiou": [float(v) for v in res["mAP_per_tiou"]],
            "tiou_thresholds": [float(v) for v in res["tiou_thresholds"]],
            "train": info, "wall_s": time.time() - t0,
-           "gaussians": class_gaussians(model), "quality_profile": quality_profile(model, ctx)}
+           "gaussians": class_gaussians(model),
+           "quality_profile": quality_profile(model, dcfg, len(summary["class_names"]), records,
+                                              reader)}
     out_json.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(out_json) as f:
         f.write(json.dumps(rec, indent=1))
@@ -247,6 +248,8 @@ def plot(records, path):
     fig.suptitle("Learned action sensitivity: class-level Gaussians of the full-ASL runs (colour = seed); "
                  "instance-level qualities (colour = variant, mean over seeds)", fontsize=10)
     fig.tight_layout()
+    from asl_tf.fileio import atomic_path
+
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=110)
     plt.close(fig)
@@ -256,23 +259,25 @@ def main(argv=None):
     args = parse_args(argv)
     work = pathlib.Path(args.workdir).resolve()
     work.mkdir(parents=True, exist_ok=True)
-    ctx = _ctx(args, work)
+    dcfg, summary = _data(args, work)
     variants = args.variants.split(",")
     records, t0 = [], time.time()
     for seed in range(args.seeds):
         for v in variants:
-            rec = run_one(args, ctx, v, seed)
+            rec = run_one(args, work, dcfg, summary, v, seed)
             records.append(rec)
             print(f"[ablation] {v} seed {seed}: average mAP {100 * rec['average_mAP']:.2f} "
                   f"({rec['wall_s']:.0f} s)", flush=True)
             # the table covers every finished run in <workdir>/runs (earlier invocations too)
-            done = _finished_runs(ctx["workdir"])
+            done = _finished_runs(work)
             table = summarize(done, [v for v in VARIANTS if any(r["variant"] == v for r in done)])
             result = {"command": "python bench/ablation.py " + " ".join(argv or sys.argv[1:]),
                       "variants": {k: VARIANTS[k] for k in variants}, "seeds": args.seeds,
                       "table": table, "elapsed_s": time.time() - t0,
                       "complete": len(records) == args.seeds * len(variants),
                       "machine": _machine()}
+            from asl_tf.fileio import atomic_write
+
             with atomic_write(work / "ablation.json") as f:
                 f.write(json.dumps(result, indent=1))
             try:

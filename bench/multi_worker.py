@@ -27,7 +27,7 @@ def child(cfg_path, workdir, strategy, out):
     sys.path.insert(0, str(REPO))
     import keras
 
-    from asl_tf.cli.train import train
+    from asl_tf.experiment import train
     from asl_tf.config import load_config
     times = []
 

@@ -93,22 +93,17 @@ def _from_dir(path, input_dim, window, max_windows):
 def config_records(path, split_kind="train"):
     """(config, FeatureReader, records of the config's train or val split that have features)."""
     from asl_tf.config import load_config
-    from asl_tf.data.annotations import read_annotations
+    from asl_tf.data.annotations import read_dataset
     from asl_tf.data.features import FeatureReader, match_records
 
     cfg = load_config(path)
     ds = cfg.dataset
-    split = ds.train_split if split_kind == "train" else ds.val_split
-    ann_file = ds.json_file if split_kind == "train" or not ds.val_json_file else ds.val_json_file
-    ann = read_annotations(ann_file, ds.format, split=split, video_info=ds.video_info,
-                           label=ds.label, label_offset=ds.label_offset,
-                           default_fps=ds.default_fps, feat_stride=ds.feat_stride,
-                           num_frames=ds.num_frames, class_file=ds.class_file,
-                           num_classes=ds.num_classes)
+    which = "train" if split_kind == "train" else "val"
+    ann = read_dataset(ds, which)
     reader = FeatureReader.from_config(ds)
     records, _ = match_records(ann.records, reader)
     if not records:
-        raise ValueError(f"{path}: no video of split {split} has features in {ds.feat_folder}")
+        raise ValueError(f"{path}: no video of split {getattr(ds, which + '_split')} has features in {ds.feat_folder}")
     return cfg, reader, records
 
 

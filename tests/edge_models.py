@@ -19,7 +19,6 @@ reference. The model is fully convolutional, so the same Keras model runs on a w
 import json
 import os
 import pathlib
-import tempfile
 
 import numpy as np
 
@@ -116,52 +115,6 @@ def sidecar(window, input_dim=8, num_classes=3, num_levels=3, test_cfg=None, qua
     }
 
 
-def _saved_model(model, window, input_dim, tmp):
-    import tensorflow as tf
-
-    path = os.path.join(tmp, "saved_model")
-    model.export(path, format="tf_saved_model", verbose=False, input_signature=[{
-        "feats": tf.TensorSpec([1, window, input_dim], tf.float32, name="feats"),
-        "mask": tf.TensorSpec([1, window], tf.bool, name="mask")}])
-    return path
-
-
-def export_tflite(model, out, window, input_dim=8, meta=None):
-    """Convert with TFLiteConverter.from_saved_model (TOOLCHAIN.md) and write the sidecar."""
-    import tensorflow as tf
-
-    with tempfile.TemporaryDirectory() as tmp:
-        conv = tf.lite.TFLiteConverter.from_saved_model(_saved_model(model, window, input_dim, tmp))
-        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-        pathlib.Path(out).write_bytes(conv.convert())
-    _write_meta(out, meta)
-    return str(out)
-
-
-def export_onnx(model, out, window, input_dim=8, meta=None):
-    """Convert with tf2onnx.convert.from_function (opset 17) and write the sidecar."""
-    import tensorflow as tf
-    import tf2onnx
-
-    spec = [tf.TensorSpec([1, window, input_dim], tf.float32, name="feats"),
-            tf.TensorSpec([1, window], tf.bool, name="mask")]
-
-    @tf.function(input_signature=spec)
-    def fn(feats, mask):
-        out = model({"feats": feats, "mask": mask}, training=False)
-        return {"cls_logits": tf.identity(out["cls_logits"], name="cls_logits"),
-                "offsets": tf.identity(out["offsets"], name="offsets")}
-
-    tf2onnx.convert.from_function(fn, input_signature=spec, opset=17, output_path=str(out))
-    _write_meta(out, meta)
-    return str(out)
-
-
-def _write_meta(out, meta):
-    if meta is not None:
-        pathlib.Path(str(out) + ".meta.json").write_text(json.dumps(meta, indent=1))
-
-
 WINDOW = 64
 _CACHE = {}
 
@@ -193,16 +146,12 @@ def cached_models(tmp_path_factory, window=WINDOW):
         d = tmp_path_factory.mktemp(f"edge_models_{window}")
         model = as_detector(build_keras_model(), window)
         paths = {}
-        try:
-            from export.api import export_model
-        except ImportError:  # the export area is missing: the same contract, converted here
-            export_model = None
-        for fmt, convert in (("tflite", export_tflite), ("onnx", export_onnx)):
+        # the project's exporter, always: an ImportError here is a failure, not a reason to
+        # convert with a different converter
+        from export.api import export_model
+        for fmt in ("tflite", "onnx"):
             out = d / f"tiny.{fmt}"
-            if export_model is not None:
-                export_model(model, fmt, out, seq_len=window, verify=False, video_meta=VIDEO_META)
-            else:
-                convert(model, out, window, meta=sidecar(window))
+            export_model(model, fmt, out, seq_len=window, verify=False, video_meta=VIDEO_META)
             paths[fmt] = str(out)
         meta = json.loads(pathlib.Path(paths["tflite"] + ".meta.json").read_text())
         _CACHE[window] = {"keras": model, "dir": d, "meta": meta, **paths}

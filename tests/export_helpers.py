@@ -176,29 +176,55 @@ def write_feature_dir(path, input_dim, lengths, seed=0):
     return path
 
 
+def toy_protos(seed=0):
+    """Per-class feature prototypes [K, C] of the toy detection videos (fixed by `seed`)."""
+    c, k = TINY_MODEL["input_dim"], TINY_MODEL["num_classes"]
+    return np.random.default_rng(seed).normal(size=(k, c)).astype("float32") * 2
+
+
+def toy_video(rng, t, protos, n_actions=2):
+    """One toy detection video: N(0, 1) features [t, C] plus the class prototype inside each of
+    `n_actions` GT segments. Returns feats, segments [n, 2] (feature steps), labels [n]."""
+    feats = rng.normal(size=(t, protos.shape[1])).astype("float32")
+    segs = np.zeros((n_actions, 2), "float32")
+    labels = np.zeros(n_actions, "int32")
+    for j in range(n_actions):
+        s = float(rng.integers(0, t - 20))
+        e = s + float(rng.integers(4, 18))
+        cls = int(rng.integers(0, len(protos)))
+        segs[j], labels[j] = (s, e), cls
+        feats[int(s):int(e)] += protos[cls]
+    return feats, segs, labels
+
+
+def write_toy_video_dir(path, lengths, seed=1):
+    """Write toy detection videos (`toy_video`, one action per 32 steps) as `[T_i, C]` `.npy`
+    files into `path`; returns (path, {video name: (segments, labels)})."""
+    rng = np.random.default_rng(seed)
+    protos = toy_protos()
+    path.mkdir(parents=True, exist_ok=True)
+    gt = {}
+    for i, t in enumerate(lengths):
+        x, segs, labels = toy_video(rng, t, protos, max(1, t // 32))
+        np.save(path / f"video_{i:02d}.npy", x)
+        gt[f"video_{i:02d}"] = (segs, labels)
+    return path, gt
+
+
 def train_a_few_steps(model, steps=40, seed=0, batch=2):
     """Train `model` (the tiny detector) for `steps` steps of the real ASL train step on seeded
-    toy videos whose features carry class evidence inside their GT, so the exports below are
-    of a (briefly) trained model. Returns the per-step losses."""
+    toy videos (`toy_video`) whose features carry class evidence inside their GT, so the
+    exports below are of a trained model. Returns the per-epoch losses."""
     import keras
 
     from asl_tf import training
-    c, t, k = TINY_MODEL["input_dim"], TINY_MODEL["max_seq_len"], TINY_MODEL["num_classes"]
-    rng = np.random.default_rng(seed)
-    protos = rng.normal(size=(k, c)).astype("float32") * 2
+    t = TINY_MODEL["max_seq_len"]
+    rng = np.random.default_rng(seed + 100)
+    protos = toy_protos()
     n = steps * batch
-    feats = rng.normal(size=(n, t, c)).astype("float32")
-    segs = np.zeros((n, 2, 2), "float32")
-    labels = np.full((n, 2), -1, "int32")
-    for i in range(n):
-        for j in range(2):
-            s = float(rng.integers(0, t - 20))
-            e = s + float(rng.integers(4, 18))
-            cls = int(rng.integers(0, k))
-            segs[i, j], labels[i, j] = (s, e), cls
-            feats[i, int(s):int(e)] += protos[cls]
-    x = {"feats": feats, "mask": np.ones((n, t), bool)}
-    y = {"gt_segments": segs, "gt_labels": labels}
+    videos = [toy_video(rng, t, protos) for _ in range(n)]
+    x = {"feats": np.stack([v[0] for v in videos]), "mask": np.ones((n, t), bool)}
+    y = {"gt_segments": np.stack([v[1] for v in videos]), "gt_labels": np.stack([v[2] for v in videos])}
     model.compile(optimizer=training.build_optimizer(
         model, {"learning_rate": 5e-3}, {"epochs": 1, "warmup_epochs": 0, "ema_decay": 0.9}, steps))
     keras.utils.set_random_seed(seed)

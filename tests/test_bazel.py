@@ -66,6 +66,15 @@ def test_smoke_suite_names_existing_modules():
         assert (REPO / "tests" / f"{name}.py").is_file(), f"tests/BUILD smoke: {name}.py missing"
 
 
+@pytest.mark.parametrize("group", ["GOLDEN", "EXPORT"])
+def test_build_groups_list_existing_modules(group):
+    build = (REPO / "tests" / "BUILD").read_text()
+    listed = re.search(r"^%s = \[(.*?)\]" % group, build, re.S | re.M)
+    assert listed, f"tests/BUILD has no {group} list"
+    for name in re.findall(r'"([^"]+)"', listed.group(1)):
+        assert (REPO / "tests" / name).is_file(), f"tests/BUILD {group}: {name} missing"
+
+
 @pytest.mark.parametrize("repo,files", [
     ("rules_cc", ["WORKSPACE", "BUILD", "cc/BUILD", "cc/defs.bzl"]),
     ("rules_java", ["WORKSPACE", "BUILD", "java/BUILD", "java/defs.bzl"]),

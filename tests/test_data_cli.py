@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from conftest import FIXTURES, REPO
@@ -53,17 +54,48 @@ def test_stats_counts(tmp_path, name, args, expected, extra):
         assert d["grid"]["max_seq_len"] > 0
 
 
+def _thumos_test_rows():
+    """(start, end, duration, fps) of every `Test` row of the THUMOS'14 fixture, read directly."""
+    db = json.loads((D / "thumos14/thumos14.json").read_text())["database"]
+    return [(*a["segment"], v["duration"], v["fps"]) for v in db.values()
+            if v["subset"].lower() == "test" for a in v["annotations"]]
+
+
+def _brute_force_assignable(ts, te, radius=1.5, n_levels=6):
+    """Any pyramid point t = k * 2**l (every k from 0 to past the GT) strictly inside the
+    centre-sampling window and inside its regression range (configs/_base_/actionformer.yaml)."""
+    ranges = [[0, 4], [4, 8], [8, 16], [16, 32], [32, 64], [64, 10000]]
+    c = (ts + te) / 2
+    for lvl in range(n_levels):
+        s = 2.0 ** lvl
+        lo, hi = ranges[lvl]
+        for k in range(int(te / s) + 2):
+            t = k * s
+            if max(c - radius * s, ts) < t < min(c + radius * s, te) and lo <= max(t - ts, te - t) <= hi:
+                return True
+    return False
+
+
 def test_stats_feature_steps_and_unassignable(tmp_path):
     out = tmp_path / "s.json"
     p = _run("stats", "--annotations", D / "thumos14/thumos14.json", "--format", "actionformer", "--split",
              "Test", "--config", REPO / "configs/thumos14_i3d.yaml", "--json", out)
     assert p.returncode == 0, p.stderr
     d = json.loads(out.read_text())
+    # expectations from the raw JSON and the config (feat_stride 4, num_frames 16, radius 1.5):
+    # GTs clipped to the video, grid = (sec * fps - num_frames / 2) / feat_stride
+    rows = _thumos_test_rows()
+    steps = [(e - s) * f / 4 for s, e, _, f in rows]
+    grid = lambda sec, f: (sec * f - 8) / 4
+    unassignable = [r for r in rows if not _brute_force_assignable(
+        grid(min(max(r[0], 0), r[2]), r[3]), grid(min(max(r[1], 0), r[2]), r[3]))]
     # the 26 past-the-end rows of video_test_0000270 start after the video: empty once clipped
+    assert len(unassignable) == 26 and all(s >= dur for s, _, dur, _ in unassignable)
     assert d["unassignable"] == 26
-    # segment length in steps = seconds * fps / feat_stride (fps 30 for most videos, stride 4)
-    assert d["segment_steps"]["median"] == pytest.approx(d["segment_s"]["median"] * 30 / 4, rel=0.05)
+    assert d["segment_steps"]["median"] == pytest.approx(float(np.median(steps)), rel=1e-9)
+    assert d["segment_steps"]["max"] == pytest.approx(max(steps), rel=1e-9)
     assert d["grid"]["feat_stride"] == 4.0 and d["grid"]["num_frames"] == 16.0
+    assert d["grid"]["max_seq_len"] == 2304
 
 
 @pytest.mark.parametrize("args,needle", [

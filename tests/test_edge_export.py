@@ -67,6 +67,14 @@ def test_stream_a_real_export(exported):
     dets += det.flush()
     assert det.windows_run == 4 and dets
     offline = detect_video(m, feats, hop=192, test_cfg={"max_seg_num": 100000})
+    # seconds from the grid by the reference rule (grid * feat_stride + num_frames / 2) / fps,
+    # clamped to the duration ((T - 1) * feat_stride + num_frames) / fps (preset: 16, 32, 30 fps)
     duration = ((700 - 1) * 16 + 32) / 30
-    assert all(0 <= d["segment"][0] <= d["segment"][1] <= duration for d in offline)
-    assert all(0 <= d["label"] < 7 for d in offline)
+    assert len(offline) > len(dets)
+    for d in offline:
+        want = np.clip((np.asarray(d["segment_grid"]) * 16 + 16) / 30, 0.0, duration)
+        np.testing.assert_allclose(d["segment"], want, rtol=1e-6, atol=1e-6)  # float32 seconds
+    assert [d["score"] for d in offline] == sorted((d["score"] for d in offline), reverse=True)
+    # the stream, pushed in 50-step chunks and capped at 100, keeps the offline run's detections
+    top = {(round(d["segment_grid"][0], 4), d["label"], round(d["score"], 6)) for d in offline}
+    assert {(round(d["segment_grid"][0], 4), d["label"], round(d["score"], 6)) for d in dets} <= top

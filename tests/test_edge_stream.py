@@ -152,8 +152,32 @@ def test_nan_chunk_is_dropped_and_streaming_continues(tflite, caplog):
                       or d["segment_grid"][0] > 310 + 2 * em.WINDOW]
     assert len(far(clean)) > 10
     assert _key(far(dirty)) == _key(far(clean))
-    # and no detection is anchored inside the dropped chunk
-    assert len(dirty) <= len(clean)
+    # the dropped steps reach the model as padding: every window that covers them gets
+    # mask=False exactly at global steps 300..309 and zeros there, True on the other received steps
+    rec = _Recording(tflite)
+    _stream(rec, bad, 32, [10] * 64)
+    covering = [(s, f, m) for s, (f, m) in zip(range(0, 10 ** 6, 32), rec.calls)
+                if s < 310 and s + em.WINDOW > 300]
+    assert [s for s, _, _ in covering] == [256, 288]  # hop 32, window 64
+    for s, f, m in covering:
+        steps = s + np.arange(em.WINDOW)
+        dropped = (steps >= 300) & (steps < 310)
+        np.testing.assert_array_equal(m, ~dropped & (steps < 640))
+        assert np.isfinite(f).all() and not f[dropped].any()
+
+
+class _Recording:
+    """An EdgeModel stand-in that records the (feats, mask) of every window it runs."""
+
+    def __init__(self, model):
+        self._model, self.calls = model, []
+
+    def __getattr__(self, name):
+        return getattr(self._model, name)
+
+    def run(self, feats, mask):
+        self.calls.append((np.array(feats), np.array(mask)))
+        return self._model.run(feats, mask)
 
 
 def test_pauses_change_nothing(tflite):

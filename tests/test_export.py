@@ -15,7 +15,7 @@ import pytest
 
 from conftest import REPO
 from export_helpers import (StandInDetector, make_standin, make_tiny_detector, train_a_few_steps,
-                            write_feature_dir)
+                            write_feature_dir, write_toy_video_dir)
 
 from edge import postprocess as pp
 from edge.runtime import EdgeModel, load_meta
@@ -28,11 +28,14 @@ SIDECAR_KEYS = {"format", "version", "window", "input_dim", "num_classes", "clas
 META = {"feat_stride": 4, "num_frames": 16, "fps": 30.0}
 VARIANTS = [("saved_model", "none"), ("tflite", "none"), ("tflite", "fp16"),
             ("tflite", "dynamic"), ("tflite", "int8"), ("onnx", "none")]
-# int8 on this 16-channel, briefly trained model can lose many points against the Keras model's
-# own top detections (the pseudo ground truth of near-tied scores); the default 1.0-point limit
-# holds for a trained model (configs/demo.yaml model: -0.8). Here int8 is held to a looser mAP
-# bound plus a correlation check in test_tflite_runs_in_edge_runtime_builtin_ops_only.
-INT8_TEST_LIMITS = {"max_map_drop": 30.0}
+# The tiny detector is trained for TRAIN_STEPS steps on toy videos with class evidence, and
+# calibrated and verified on held-out videos of the same kind: every export is held to the
+# limits the export itself promises (export/verify.py DEFAULT_LIMITS: int8 and dynamic lose at
+# most 1.0 mAP point; fp32 1e-4, fp16 2e-2 max |diff|). Measured on this model: int8 0.0 points,
+# max |dlogit| 0.14 (40 steps gave -2.9 points: not trained enough to mean it).
+TRAIN_STEPS = 300
+# max |logit diff| of one padded window through the edge runtime; int8: ~2x the measured 0.14
+LOGIT_TOL = {"none": 1e-4, "fp16": 2e-2, "dynamic": 0.05, "int8": 0.3}
 
 
 def _env():
@@ -55,10 +58,10 @@ def _out_path(root, fmt, quantize):
 def work(tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
     model = make_tiny_detector()
-    losses = train_a_few_steps(model)          # the exports are of a (briefly) trained model
+    losses = train_a_few_steps(model, steps=TRAIN_STEPS)  # the exports are of a trained model
     assert np.isfinite(losses).all()
     model.save(root / "tiny.keras")
-    feats = write_feature_dir(root / "feats", 16, [64, 128, 40, 100, 70, 200, 150, 90])
+    feats, _ = write_toy_video_dir(root / "feats", [64, 128, 40, 100, 70, 200, 150, 90])
     return {"root": root, "model": model, "feats": feats}
 
 
@@ -78,7 +81,7 @@ def exports(work):
             continue
         reports[(fmt, q)] = api.export_model(
             work["model"], fmt, _out_path(root, fmt, q), quantize=q, calibration=work["feats"],
-            video_meta=META, limits=INT8_TEST_LIMITS if q == "int8" else None)
+            video_meta=META)
     return reports
 
 
@@ -98,8 +101,7 @@ def test_every_export_is_verified_and_written(work, exports, fmt, quantize):
         assert v["max_diff"] <= 2e-2
         assert v["max_diff"] > 1e-6  # really fp16 weights, not a float copy
     else:
-        assert v["mAP_delta"] >= -limit["max_map_drop"]
-    assert v["mAP_keras"] > 90.0  # the Keras detections reproduce their own pseudo ground truth
+        assert limit["max_map_drop"] == 1.0 and v["mAP_delta"] >= -1.0
     assert set(rep["latency_ms"]) == ({"1"} if fmt == "saved_model" else {"1", "2"})
     final = rep["file"]
     assert os.path.exists(final) and os.path.isfile(metadata.sidecar_path(final))
@@ -110,6 +112,7 @@ def test_every_export_is_verified_and_written(work, exports, fmt, quantize):
     assert not [p for p in os.listdir(os.path.dirname(final)) if p.startswith(".asl-export-")]
 
 
+@pytest.mark.slow
 def test_cli_prints_table_and_report(exports):
     out = exports[("tflite", "none")]["cli_stdout"]
     assert "max|dlogit|" in out and "tflite | none" in out and "wrote " in out
@@ -117,6 +120,7 @@ def test_cli_prints_table_and_report(exports):
 
 # --------------------------------------------------------------------------- SavedModel
 
+@pytest.mark.slow
 def test_saved_model_layout_and_signatures(work, exports):
     from tensorflow.python.tools import saved_model_utils  # what saved_model_cli show reads
     root = work["root"] / "serving"
@@ -134,6 +138,7 @@ def test_saved_model_layout_and_signatures(work, exports):
     assert set(sigs["detect"].outputs) == {"segments", "scores", "labels"}
 
 
+@pytest.mark.slow
 def test_saved_model_reload_dynamic_length_matches_keras(work, exports):
     from export.saved_model import SavedModelRunner
     runner = SavedModelRunner(str(work["root"] / "serving" / "1"))
@@ -149,6 +154,7 @@ def test_saved_model_reload_dynamic_length_matches_keras(work, exports):
         np.testing.assert_allclose(got[k], np.asarray(ref[k]), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_detect_signature_matches_edge_postprocess(work, exports):
     from export.saved_model import SavedModelRunner
     from export.detect_graph import pad_rule
@@ -182,6 +188,7 @@ def test_detect_signature_matches_edge_postprocess(work, exports):
 # --------------------------------------------------------------------------- TFLite / ONNX
 
 @pytest.mark.parametrize("quantize", ["none", "fp16", "dynamic", "int8"])
+@pytest.mark.slow
 def test_tflite_runs_in_edge_runtime_builtin_ops_only(work, exports, quantize):
     rep = exports[("tflite", quantize)]
     assert not [op for op in rep["ops"] if "flex" in op.lower() or op == "CUSTOM"]
@@ -193,22 +200,55 @@ def test_tflite_runs_in_edge_runtime_builtin_ops_only(work, exports, quantize):
     mask = np.arange(64)[None] < 36
     out = em.run(feats[0], mask[0])
     ref = work["model"]({"feats": feats, "mask": mask}, training=False)
-    tol = {"none": 1e-4, "fp16": 2e-2, "dynamic": 0.2, "int8": 2.0}[quantize]
-    np.testing.assert_allclose(out["cls_logits"], np.asarray(ref["cls_logits"][0]), atol=tol)
+    np.testing.assert_allclose(out["cls_logits"], np.asarray(ref["cls_logits"][0]),
+                               atol=LOGIT_TOL[quantize])
     if quantize == "int8":
-        corr = np.corrcoef(out["cls_logits"].ravel(), np.asarray(ref["cls_logits"][0]).ravel())
-        assert corr[0, 1] > 0.95
         assert "QUANTIZE" in rep["ops"]
     if quantize == "fp16":
         assert "DEQUANTIZE" in rep["ops"]
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("quantize", ["none", "dynamic", "int8"])
+def test_tflite_map_on_real_ground_truth(work, exports, quantize):
+    """Held-out toy videos with real GT, scored by the loop evaluator of
+    tests/eval_loop_reference.py (not the verification's own scorer, not a pseudo GT): the
+    trained Keras model detects, and the TFLite export loses at most the promised 1.0 point."""
+    from eval_loop_reference import loop_average_map
+    model = work["model"]
+    em = EdgeModel(exports[("tflite", quantize)]["file"], num_threads=1)
+    _, gt = write_toy_video_dir(work["root"] / "heldout", [64] * 12, seed=7)
+    sec = lambda g: (np.asarray(g, np.float64) * 4 + 8) / 30.0   # META: stride 4, 16 frames, 30 fps
+    duration = sec(64)
+    lengths = model.level_lengths(64)
+    lvl_mask = np.ones(sum(lengths), bool)
+    gt_rows = [(vid, *sec(seg), int(lb)) for vid, (segs, lbs) in gt.items()
+               for seg, lb in zip(segs, lbs)]
+    preds = {"keras": [], "export": []}
+    for vid in gt:
+        x = np.load(work["root"] / "heldout" / f"{vid}.npy")
+        outs = {"keras": {k: np.asarray(v)[0] for k, v in model(
+                    {"feats": x[None], "mask": np.ones((1, 64), bool)}, training=False).items()},
+                "export": em.run(x, np.ones(64, bool))}
+        for name, o in outs.items():
+            d = pp.postprocess(o["cls_logits"], o["offsets"], lvl_mask, model.points(64), lengths,
+                               model.test_cfg, 30.0, 4, 16, duration)
+            preds[name] += [(vid, float(s), float(e), int(lb), float(sc)) for (s, e), lb, sc in
+                            zip(d["segments"], d["labels"], d["scores"])]
+    tious = np.linspace(0.3, 0.7, 5)
+    m = {k: 100.0 * loop_average_map(gt_rows, v, tious).mean() for k, v in preds.items()}
+    assert m["keras"] > 50.0, m
+    assert m["export"] >= m["keras"] - 1.0, m
+
+
+@pytest.mark.slow
 def test_quantized_tflite_is_smaller(exports):
     size = {q: exports[("tflite", q)]["size_bytes"] for q in ("none", "fp16", "dynamic", "int8")}
     assert size["fp16"] < size["none"] and size["dynamic"] < size["none"]
     assert size["int8"] < size["none"]
 
 
+@pytest.mark.slow
 def test_onnx_opset_checker_and_runtime(work, exports):
     import onnx
     rep = exports[("onnx", "none")]
@@ -224,6 +264,7 @@ def test_onnx_opset_checker_and_runtime(work, exports):
     np.testing.assert_allclose(em.run(x)["offsets"], np.asarray(ref["offsets"][0]), atol=1e-4)
 
 
+@pytest.mark.slow
 def test_sidecar_follows_the_contract(work, exports):
     model = work["model"]
     for (fmt, q), rep in exports.items():
@@ -258,6 +299,7 @@ def test_refuses_a_model_file_that_is_not_ours(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["junk.keras", "plain.keras"]
 
 
+@pytest.mark.slow
 def test_refuses_invalid_window_naming_valid_values(work, tmp_path):
     with pytest.raises(ValueError, match=r"multiple of max_div_factor=16 \(e.g. 16, 32, 48"):
         api.export_model(work["model"], "tflite", tmp_path / "m.tflite", seq_len=50)
@@ -266,6 +308,7 @@ def test_refuses_invalid_window_naming_valid_values(work, tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_refuses_calibration_of_the_wrong_width(work, tmp_path):
     bad = write_feature_dir(tmp_path / "bad", 12, [64])
     with pytest.raises(ValueError, match=r"video_00.npy.*C=12.*input_dim=16"):
@@ -277,6 +320,7 @@ def test_refuses_calibration_of_the_wrong_width(work, tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["bad", "empty"]  # "out" was not left behind
 
 
+@pytest.mark.slow
 def test_refuses_bad_flags(work, tmp_path):
     with pytest.raises(ValueError, match="int8 needs --calibration"):
         api.export_model(work["model"], "tflite", tmp_path / "m.tflite", quantize="int8")
@@ -318,6 +362,7 @@ def test_onnx_export_fails_on_an_op_onnxruntime_rejects(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_cli_bad_input_exits_2_with_one_line(work, tmp_path):
     proc = _cli("--model", work["root"] / "tiny.keras", "--format", "onnx", "--seq_len", 50,
                 "--out", tmp_path / "m.onnx", timeout=120)

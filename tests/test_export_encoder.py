@@ -39,6 +39,7 @@ def test_calibration_frames_are_real_and_split(tmp_path):
         ef.load_frames(bad)
 
 
+@pytest.mark.slow
 def test_onnx_export_matches_reference_and_writes_sidecar(tmp_path):
     from export import api
     from export import encoder as enc

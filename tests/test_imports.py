@@ -171,7 +171,6 @@ def test_nothing_imports_tests_or_bench():
     assert not {n: b for n, b in bad.items() if b}
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13 point 1: the demo CLI is not yet library code")
 def test_no_cli_module_over_size():
     sizes = {p.name: len(p.read_text(encoding="utf-8").splitlines())
              for p in sorted((REPO / "asl_tf" / "cli").glob("*.py"))}

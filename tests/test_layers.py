@@ -290,5 +290,21 @@ def test_empty_cls_and_prior_bias():
                                [-np.log(99), -np.log(99), -np.log((1 - 1e-6) / 1e-6)], rtol=1e-6)
 
 
-def test_golden_config_fixture_is_present():
-    assert (FIXTURES / "golden" / "model" / "visible_config.json").is_file()
+def test_geometry_from_golden_config():
+    """From the reference's merged model config, our geometry helpers give the values the
+    reference recorded beside it (visible_config.json): strides, per-level windows,
+    max_div_factor and the padded length of the 300-step long video (inputs: 512)."""
+    from asl_tf.data.pipeline import eval_padded_length, max_div_factor
+
+    meta = json.loads((FIXTURES / "golden" / "model" / "visible_config.json").read_text())
+    cfg = meta["config_model (merged, as passed to make_meta_arch)"]
+    div = max_div_factor(cfg)
+    assert div == meta["max_div_factor"] == 256
+    n_levels = cfg["backbone_arch"][-1] + 1
+    assert [cfg["scale_factor"] ** i for i in range(n_levels)] == meta["fpn_strides"]
+    assert [cfg["n_mha_win_size"]] * n_levels == meta["mha_win_size"]
+    inp = np.load(FIXTURES / "golden" / "model" / "visible_inputs.npz")
+    t_long = inp["long_feats"].shape[-1]
+    assert eval_padded_length(t_long, cfg["max_seq_len"], div) == meta["long_video_padded_length"]
+    assert meta["long_video_padded_length"] == inp["long_padded_feats"].shape[-1]
+    assert eval_padded_length(inp["feats_v1"].shape[-1], cfg["max_seq_len"], div) == 256

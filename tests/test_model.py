@@ -222,6 +222,7 @@ def _random_weights(model, seed):
 
 
 @pytest.mark.parametrize("variant", ["local_identity", "global_fpn_abspe"])
+@pytest.mark.slow
 def test_trimmed_eval_padding_gives_the_reference_outputs(variant):
     """`eval_padded_length(..., max_stride)`: the valid frames' outputs and the detections equal those of the
     reference padding to max_seq_len; without the one-padded-position margin they do not."""

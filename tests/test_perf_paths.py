@@ -46,6 +46,7 @@ def test_shifted_matmul_conv_matches_conv(kernel_size, cin, cout):
     assert np.all(results[1][0][1, 9:] == 0.0)  # padded frames are zero
 
 
+@pytest.mark.slow
 def test_device_train_step_script_runs_on_jax_without_a_gpu():
     """The Python part of bench/device_train_step.sh (run on a GPU machine with JAX and no
     TensorFlow) trains and times steps: here on the JAX CPU backend, demo config, 1 step."""
@@ -65,5 +66,12 @@ def test_device_train_step_script_runs_on_jax_without_a_gpu():
                          text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     out = json.loads(res.stdout[res.stdout.index("{"):])
-    assert out["backend"] == "jax" and out["seq_len"] == 512
-    assert out["median_s_per_step"] > 0 and np.isfinite(out["loss"])
+    # configs/demo.yaml: max_seq_len 512, all three ASL switches on; the script's batch is 2
+    assert out["backend"] == "jax" and out["seq_len"] == 512 and out["batch"] == 2
+    assert {k: out["asl"][k] for k in ("class_level", "instance_level", "contrastive")} == \
+        {"class_level": True, "instance_level": True, "contrastive": True}
+    assert out["precision"] == "float32" and out["device"].lower().startswith("cpu")
+    # one timed step after two warm-up steps; the first step includes the XLA compile
+    assert out["steps_per_s"] == pytest.approx(1.0 / out["median_s_per_step"], rel=1e-9)
+    assert out["first_step_s"] > 3 * out["median_s_per_step"] > 0
+    assert np.isfinite(out["loss"]) and out["loss"] > 0

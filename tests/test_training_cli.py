@@ -45,6 +45,7 @@ def test_train_learns_resumes_after_sigkill_and_refuses_other_config(tmp_path):
     assert float(rows[-1]["loss"]) < float(rows[0]["loss"])
     assert float(rows[-1]["val_mAP"]) > float(rows[0]["val_mAP"])
     assert (a / "best.weights.h5").exists() and (a / "final_ema.weights.h5").exists()
+    assert (a / "final.keras").exists()   # what asl-export --model takes
     # TensorBoard event files with the epoch losses (the tensorboard package is pinned)
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     acc = EventAccumulator(str(a / "tb" / "train"))

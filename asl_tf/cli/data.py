@@ -7,6 +7,9 @@
 
   asl-data check --config YAML [--split SPLIT] [--strict] [--json OUT.json]
 
+  asl-data splice --clips DIR --out DIR [--videos N] [--heldout N] [--seed S]
+                  [--splice-config YAML] [--fps F] [--size WxH]
+
 `stats` prints videos, instances, classes, messy-row counts, duration / segment-length distributions in
 seconds and feature steps, and how many instances no pyramid level can be assigned to under the
 config's regression ranges (`asl_tf.data.stats`). `--json` writes the same numbers (atomically).
@@ -15,9 +18,16 @@ max_seq_len come from the config; the flags override them.
 `check` reads every feature file of the config's splits: a wrong width, NaN/inf, an empty or
 unreadable file is an error (exit 2, naming file and video); annotated videos without features
 and feature files without an annotation entry are counted (errors with --strict).
+`splice` builds the spliced-clip test bed (`asl_tf.data.spliced`): long videos cut from the real
+clips in `--clips` at frame-exact points, re-encoded at one fps and size, in `OUT/videos/*.mp4`,
+with the ground truth in `OUT/annotations.json` (ActionFormer format, subsets training /
+validation). The cut settings come from `--splice-config` (configs/demo_spliced.yaml); the flags
+override them. An alignment and pipeline check on real pixels, not an action benchmark.
 """
+import dataclasses
 import json
 import os
+import pathlib
 
 from absl import flags
 
@@ -26,7 +36,8 @@ from asl_tf.errors import UserError
 from asl_tf.fileio import atomic_write
 
 FLAGS = flags.FLAGS
-COMMANDS = ("stats", "check")
+_REPO = pathlib.Path(__file__).resolve().parents[2]
+COMMANDS = ("stats", "check", "splice")
 
 
 def define_flags():
@@ -47,6 +58,15 @@ def define_flags():
     flags.DEFINE_float("num_frames", None, "Frames per feature.")
     flags.DEFINE_boolean("strict", False, "check: annotated videos without features, and feature "
                          "files without an annotation entry, are errors (default: warnings).")
+    flags.DEFINE_string("clips", None, "splice: folder of source video clips.")
+    flags.DEFINE_string("out", None, "splice: output folder (videos/ and annotations.json).")
+    flags.DEFINE_string("splice_config", str(_REPO / "configs" / "demo_spliced.yaml"),
+                        "splice: YAML with a `splice` section.")
+    flags.DEFINE_integer("videos", None, "splice: number of videos (default: the config's).")
+    flags.DEFINE_integer("heldout", None, "splice: of which held out (default: the config's).")
+    flags.DEFINE_integer("seed", None, "splice: random seed (default: the config's).")
+    flags.DEFINE_string("fps", None, "splice: output fps, a number or a ratio like 30000/1001.")
+    flags.DEFINE_string("size", None, "splice: output WIDTHxHEIGHT, e.g. 224x224.")
 
 
 def _write_json(path, obj):
@@ -100,26 +120,25 @@ def _check():
     """Read every feature file of the config's split(s) and validate it against the annotations."""
     import numpy as np
     from asl_tf.config import load_config
-    from asl_tf.data.annotations import read_annotations
+    from asl_tf.data.annotations import read_dataset
     from asl_tf.data.features import FeatureReader, match_records
 
     if not FLAGS.config:
         raise UserError("check needs --config")
     cfg = load_config(FLAGS.config, FLAGS.override)
     ds = cfg.dataset
-    if FLAGS.split:
-        groups = [([FLAGS.split], ds.val_json_file if FLAGS.split in ds.val_split and ds.val_json_file
-                   else ds.json_file)]
+    ds = dataclasses.replace(ds, json_file=FLAGS.annotations or ds.json_file,
+                             val_json_file=None if FLAGS.annotations else ds.val_json_file,
+                             video_info=FLAGS.video_info or ds.video_info)
+    if FLAGS.split:  # one named split: read from the file of the side it belongs to
+        side = "val" if FLAGS.split in ds.val_split else "train"
+        ds = dataclasses.replace(ds, **{f"{side}_split": [FLAGS.split]})
+        sides = [side]
     else:
-        groups = [(ds.train_split, ds.json_file), (ds.val_split, ds.val_json_file or ds.json_file)]
+        sides = ["train", "val"]
     records = []
-    for splits, path in groups:
-        ann = read_annotations(FLAGS.annotations or path, ds.format, split=splits,
-                               video_info=FLAGS.video_info or ds.video_info, label=ds.label,
-                               label_offset=ds.label_offset, default_fps=ds.default_fps,
-                               feat_stride=ds.feat_stride, num_frames=ds.num_frames,
-                               class_file=ds.class_file, num_classes=ds.num_classes)
-        records += ann.records
+    for side in sides:
+        records += read_dataset(ds, side).records
     reader = FeatureReader.from_config(ds)
     kept, missing = match_records(records, reader, require_all=FLAGS.strict,
                                   features_only=FLAGS.strict)
@@ -143,6 +162,27 @@ def _check():
     return 0
 
 
+def _splice():
+    from asl_tf.data.spliced import SpliceConfig, write_spliced_set
+
+    if not FLAGS.clips or not FLAGS.out:
+        raise UserError("splice needs --clips DIR and --out DIR")
+    size = {}
+    if FLAGS.size:
+        w, x, h = FLAGS.size.lower().partition("x")
+        if not (x and w.isdigit() and h.isdigit()):
+            raise UserError(f"--size: expected WIDTHxHEIGHT like 224x224, got {FLAGS.size!r}")
+        size = {"width": int(w), "height": int(h)}
+    heldout = FLAGS.heldout
+    cfg = SpliceConfig.from_yaml(FLAGS.splice_config, videos=FLAGS.videos, seed=FLAGS.seed,
+                                 fps=FLAGS.fps, **size, heldout=heldout)
+    summary = write_spliced_set(FLAGS.clips, FLAGS.out, cfg,
+                                progress=lambda i, n, vid: print(f"  [{i}/{n}] {vid}", flush=True))
+    print(f"wrote {summary['videos']} videos, {summary['instances']} instances of "
+          f"{len(summary['classes'])} classes, {summary['seconds']:.1f} s of video to {FLAGS.out}")
+    return 0
+
+
 def main(argv):
     args = argv[1:]
     if not args or args[0] not in COMMANDS:
@@ -150,7 +190,7 @@ def main(argv):
                         "FILE --format FORMAT --split SPLIT`)")
     if len(args) > 1:
         raise UserError(f"unexpected arguments: {' '.join(args[1:])}")
-    return _stats() if args[0] == "stats" else _check()
+    return {"stats": _stats, "check": _check, "splice": _splice}[args[0]]()
 
 
 

@@ -20,6 +20,7 @@ from asl_tf.fileio import atomic_write
 from asl_tf.eval_epic import TASKS, evaluate_epic
 from asl_tf.eval_io import load_ground_truth, load_predictions
 from asl_tf.evaluation import DEFAULT_TIOU, default_tious, evaluate_detections, parse_tiou
+from asl_tf.fileio import atomic_write
 
 FLAGS = flags.FLAGS
 DATASETS = ("thumos14", "anet", "multithumos", "charades", "ego4d", "epic")

@@ -63,7 +63,7 @@ def load_actionformer_config(path):
             raise ValueError(f"{path}: not valid YAML ({err})") from None
     if not isinstance(cfg, dict):
         raise ValueError(f"{path}: top level must be a mapping")
-    dataset_defaults = {"input_dim": 2304, "num_classes": 97, "max_seq_len": 2304}
+    dataset_defaults = {k: MODEL_DEFAULTS[k] for k in ("input_dim", "num_classes", "max_seq_len")}
     defaults = {"dataset": dataset_defaults, "model": MODEL_DEFAULTS,
                 "train_cfg": TRAIN_DEFAULTS, "test_cfg": TEST_DEFAULTS}
     _merge_defaults(defaults, cfg)

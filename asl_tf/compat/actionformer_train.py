@@ -18,8 +18,7 @@ layout, for every parameter the model maps to a reference name (`torch_params`).
 import numpy as np
 
 from asl_tf.compat.torch_names import torch_name_map
-
-ASL_OFF = {"class_level": False, "instance_level": False, "contrastive": False}
+from asl_tf.config import ASL_OFF  # every ASL switch off
 
 
 def _pad_gt(gt_segments, gt_labels):

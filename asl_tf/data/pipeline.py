@@ -34,10 +34,11 @@ import numpy as np
 from absl import logging
 
 from asl_tf.data.features import resize_features
+from asl_tf.model.points import max_div_factor as _max_div_factor
 
 __all__ = ["VideoGrid", "video_grid", "sec_to_grid", "grid_to_sec", "clean_training_segments",
            "truncate", "preprocess_train", "train_arrays", "make_train_dataset",
-           "make_eval_dataset", "eval_padded_length", "max_div_factor", "max_gt_per_video",
+           "make_eval_dataset", "eval_padded_length", "pad_for_eval", "max_div_factor", "max_gt_per_video",
            "steps_per_epoch", "MAX_TRUNC_TRIALS"]
 
 MAX_TRUNC_TRIALS = 200      # reference truncate_feats max_num_trials
@@ -56,14 +57,8 @@ def grid_to_sec(grid, fps, feat_stride, num_frames):
 def max_div_factor(model_cfg) -> int:
     """ActionFormer `max_div_factor` from a ModelConfig (or model dict)."""
     get = (lambda k: model_cfg[k]) if isinstance(model_cfg, dict) else (lambda k: getattr(model_cfg, k))
-    arch, scale, start = get("backbone_arch"), get("scale_factor"), get("fpn_start_level")
-    strides = [scale ** i for i in range(start, arch[-1] + 1)]
-    win = get("n_mha_win_size")
-    wins = [win] * (1 + arch[-1]) if isinstance(win, int) else list(win)
-    out = 1
-    for s, w in zip(strides, wins):
-        out = max(out, s * (w // 2) * 2 if w > 1 else s)
-    return int(out)
+    return _max_div_factor(get("scale_factor"), get("fpn_start_level"), get("backbone_arch"),
+                           get("n_mha_win_size"))
 
 
 def eval_padded_length(t: int, max_seq_len: int, div: int,
@@ -315,6 +310,21 @@ def make_train_dataset(records, reader, dataset_cfg, *, batch_size: int, seed: i
     if prefetch:
         ds = ds.prefetch(tf.data.AUTOTUNE)
     return ds
+
+
+def pad_for_eval(model, feats, trim=False):
+    """Reference eval padding of one video: feats [T,C] -> (padded [1,T',C], mask [1,T']).
+    T' = max_seq_len if T <= max_seq_len, else the next multiple of max_div_factor.
+    trim=True: the shortest padding with the same outputs on the T valid frames
+    (`asl_tf.data.pipeline.eval_padded_length` with max_stride); `detect` keeps the reference's."""
+    t = feats.shape[0]
+    tp = eval_padded_length(t, int(model.max_seq_len), int(model.max_div_factor),
+                            int(max(model.fpn_strides)) if trim else None)
+    out = np.zeros((1, tp, feats.shape[1]), np.float32)
+    out[0, :t] = feats
+    mask = np.zeros((1, tp), bool)
+    mask[0, :t] = True
+    return out, mask
 
 
 def eval_example(record, reader, dataset_cfg, div: int, max_stride: Optional[int] = None):

@@ -16,33 +16,18 @@ import keras
 import numpy as np
 from keras import ops
 
+from asl_tf import config as config_lib
 from asl_tf.model import points as points_lib
 from asl_tf.model.backbone import ConvBackbone, ConvTransformerBackbone
 from asl_tf.model.heads import ClsHead, RegHead
 from asl_tf.model.layers import PACKAGE
 from asl_tf.model.neck import FPN1D, FPNIdentity
 
-#: ActionFormer `libs/core/config.py` DEFAULTS for the model section (values, not code).
-MODEL_DEFAULTS = {
-    "backbone_type": "convTransformer", "fpn_type": "identity", "backbone_arch": [2, 2, 5],
-    "scale_factor": 2,
-    "regression_range": [[0, 4], [4, 8], [8, 16], [16, 32], [32, 64], [64, 10000]],
-    "n_head": 4, "n_mha_win_size": -1, "embd_kernel_size": 3, "embd_dim": 512,
-    "embd_with_ln": True, "fpn_dim": 512, "fpn_with_ln": True, "fpn_start_level": 0,
-    "head_dim": 512, "head_kernel_size": 3, "head_num_layers": 3, "head_with_ln": True,
-    "max_buffer_len_factor": 6.0, "use_abs_pe": False, "use_rel_pe": False,
-    "input_dim": 2304, "num_classes": 97, "max_seq_len": 2304,
-}
-TRAIN_DEFAULTS = {
-    "center_sample": "radius", "center_sample_radius": 1.5, "loss_weight": 1.0,
-    "cls_prior_prob": 0.01, "init_loss_norm": 2000, "clip_grad_l2norm": -1,
-    "head_empty_cls": [], "dropout": 0.0, "droppath": 0.1, "label_smoothing": 0.0,
-}
-TEST_DEFAULTS = {
-    "pre_nms_thresh": 0.001, "pre_nms_topk": 5000, "iou_threshold": 0.1, "min_score": 0.01,
-    "max_seg_num": 1000, "nms_method": "soft", "nms_sigma": 0.5, "duration_thresh": 0.05,
-    "multiclass_nms": True, "ext_score_file": None, "voting_thresh": 0.75,
-}
+#: ActionFormer `libs/core/config.py` DEFAULTS for the model section; the values live in the
+#: typed configs (`asl_tf.config`), these are plain-dict views of them.
+MODEL_DEFAULTS = config_lib.model_defaults()
+TRAIN_DEFAULTS = config_lib.train_defaults()
+TEST_DEFAULTS = config_lib.test_defaults()
 BACKBONES = ("convTransformer", "conv")
 NECKS = ("identity", "fpn")
 
@@ -102,22 +87,21 @@ def normalize_model_dict(model_dict):
         raise ValueError(f"model.scale_factor must be 1 or even, got {d['scale_factor']}")
     if d["embd_dim"] % d["n_head"]:
         raise ValueError(f"model.n_head={d['n_head']} does not divide embd_dim={d['embd_dim']}")
-    max_div = 1
     for lvl, (s, w) in enumerate(zip(strides, wins)):
         if d["backbone_type"] == "convTransformer" and w in (2, 3):
             raise ValueError(f"model.n_mha_win_size: window {w} at level {lvl} is not supported "
                              f"by the reference local attention (window//2 must be >= 2)")
-        stride = s * (w // 2) * 2 if w > 1 else s
+        stride = points_lib.level_divisor(s, w)
         if d["max_seq_len"] % stride:
             raise ValueError(
                 f"model.max_seq_len={d['max_seq_len']} is not divisible by {stride} at level "
                 f"{lvl}: stride {s} x local window span {2 * (w // 2)} (window {w}) must divide "
                 f"the sequence length")
-        max_div = max(max_div, stride)
     d["n_mha_win_size"] = wins if not isinstance(win, (int, float)) else int(win)
     d["_mha_win_size"] = wins
     d["_fpn_strides"] = strides
-    d["_max_div_factor"] = max_div
+    d["_max_div_factor"] = points_lib.max_div_factor(d["scale_factor"], d["fpn_start_level"],
+                                                     arch, wins)
     return d
 
 
@@ -127,7 +111,7 @@ class ASLDetector(keras.Model):
 
     Attributes: fpn_strides, max_seq_len, max_div_factor, num_classes, regression_range,
     test_cfg, train_cfg, asl_cfg, class_names, loss_normalizer (non-trainable scalar weight that
-    starts at train_cfg.init_loss_norm), loss_normalizer_momentum (0.9).
+    starts at train_cfg.init_loss_norm; momentum `asl_tf.losses.NORMALIZER_MOMENTUM`).
     """
 
     def __init__(self, model_cfg, **kwargs):
@@ -189,7 +173,6 @@ class ASLDetector(keras.Model):
         self.loss_normalizer = self.add_weight(
             name="loss_normalizer", shape=(), trainable=False,
             initializer=keras.initializers.Constant(float(tc["init_loss_norm"])))
-        self.loss_normalizer_momentum = 0.9
         self._build_asl()
         self.build()
 

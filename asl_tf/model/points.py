@@ -11,6 +11,23 @@ def fpn_strides(scale_factor, fpn_start_level, num_branch):
     return [int(scale_factor) ** i for i in range(int(fpn_start_level), int(num_branch) + 1)]
 
 
+def level_divisor(stride, window):
+    """Length divisor one pyramid level imposes: its stride times the local attention span
+    2*(window//2) when the window is > 1 (local attention), else the stride."""
+    return int(stride) * (int(window) // 2) * 2 if int(window) > 1 else int(stride)
+
+
+def max_div_factor(scale_factor, fpn_start_level, backbone_arch, n_mha_win_size):
+    """ActionFormer `max_div_factor`: the largest `level_divisor` of the pyramid (an eval input
+    longer than max_seq_len is padded to a multiple of it). `n_mha_win_size`: int or a list
+    with one window per level."""
+    strides = fpn_strides(scale_factor, fpn_start_level, backbone_arch[-1])
+    n_levels = int(backbone_arch[-1]) + 1
+    win = n_mha_win_size
+    wins = [win] * n_levels if isinstance(win, (int, float)) else list(win)
+    return max([1] + [level_divisor(s, w) for s, w in zip(strides, wins)])
+
+
 def level_lengths(t, strides, start_level=0, scale_factor=2):
     """Length of every output level for an input of length t: [T_l] (ints).
 

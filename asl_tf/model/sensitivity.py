@@ -63,25 +63,17 @@ import math
 import keras
 from keras import ops
 
+from asl_tf.config import asl_model_defaults
+
 SIGMA_MIN = 0.05
 
-DEFAULTS = {
-    "class_level": False,
-    "class_mode": "normalized",
-    "instance_level": False,
-    "quality_loss_weight": 1.0,
-    "combine": "product",
-    "quality_normalize": True,
-    "contrastive": False,
-    "contrastive_weight": 0.1,
-    "temperature": 0.07,
-    "topk": 3,
-    "num_bg_samples": 16,
-}
+#: defaults of a model's `asl` section: `asl_tf.config.ASLConfig`'s values, switches off
+DEFAULTS = asl_model_defaults()
 
 
 def asl_options(cfg):
-    """Normalise the `asl` section (dict, dataclass or None) to a dict; None = all off."""
+    """Normalise the `asl` section (dict, dataclass or None) to a dict; a switch not given is
+    off (None = plain ActionFormer), every other value defaults to `ASLConfig`'s."""
     out = dict(DEFAULTS)
     if cfg is None:
         return out
