@@ -117,14 +117,18 @@ def _as_arrays(doc_dets):
             "labels": np.array([d["label"] for d in doc_dets], np.int64)}
 
 
-def agreement(a, b, min_score=0.3, tiou=0.9):
-    """Share of `a`'s detections scoring >= min_score that `b` reproduces (same label, tIoU >=
-    tiou, score within 0.05), over all videos."""
+def agreement(a, b, rel_score=0.5, tiou=0.9):
+    """Share of `a`'s leading detections that `b` reproduces (same label, tIoU >= tiou, score
+    within 0.05), over all videos. Leading: scoring at least `rel_score` x the video's top score
+    in `a` (relative, so a model with low absolute scores is compared on what it ranks first)."""
     hit = total = 0
     for vid, da in a.items():
         db = b.get(vid, _as_arrays([]))
+        if not len(da["scores"]):
+            continue
+        floor = rel_score * float(np.max(da["scores"]))
         for seg, sc, lab in zip(da["segments"], da["scores"], da["labels"]):
-            if sc < min_score:
+            if sc < floor:
                 continue
             total += 1
             inter = np.clip(np.minimum(db["segments"][:, 1], seg[1]) - np.maximum(db["segments"][:, 0], seg[0]), 0, None)
