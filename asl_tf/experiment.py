@@ -71,13 +71,18 @@ def read_records(cfg, which):
 
 def train(cfg, workdir, *, strategy="default", mixed_precision="off", xla=False, force=False,
           backup_every=100, verbose=1, deterministic=True, run_eagerly=False, callbacks=(),
-          evaluate=True, ema_weights=False):
+          evaluate=True, ema_weights=False, collective_timeout=None):
     """Train `cfg` (ExperimentConfig) in `workdir`, resuming from its backup. Returns
     `(model, history dict)`.
 
     evaluate: run the validation-mAP callback every `train_cfg.eval_every` epochs (and keep
     `best.weights.h5`) when the validation split exists. ema_weights: leave the EMA weights
-    in the returned model (what ActionFormer evaluates); otherwise the raw final weights."""
+    in the returned model (what ActionFormer evaluates); otherwise the raw final weights.
+
+    `strategy="multi_worker"`: one call per worker process (cluster from `TF_CONFIG`); the
+    chief writes `workdir`, the others `workdir/.worker-<i>`, and all resume from the chief's
+    backup (`workdir` must be on a file system every worker sees). `collective_timeout`: s a
+    cross-worker collective may wait for a peer."""
     import keras
     import tensorflow as tf
 
@@ -87,7 +92,9 @@ def train(cfg, workdir, *, strategy="default", mixed_precision="off", xla=False,
     from asl_tf.model.detector import build_detector
 
     tc = cfg.train_cfg
-    os.makedirs(workdir, exist_ok=True)  # an unwritable workdir fails first (nothing in it yet)
+    strat = training.make_strategy(strategy, collective_timeout)  # first TF op (multi_worker)
+    out_dir = training.write_dir(workdir, strat)
+    os.makedirs(out_dir, exist_ok=True)  # an unwritable workdir fails first (nothing in it yet)
     if deterministic:
         tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(int(tc.seed) % (2 ** 31))
@@ -97,10 +104,9 @@ def train(cfg, workdir, *, strategy="default", mixed_precision="off", xla=False,
         cfg.dataset.class_names = list(names)
     reader = FeatureReader.from_config(cfg.dataset)
     check_features(records, reader)  # a bad file: one line naming it, before anything is written
-    _check_workdir(cfg.to_dict(), workdir, force)  # config.json only once the inputs are good
+    _check_workdir(cfg.to_dict(), out_dir, force)  # config.json only once the inputs are good
     steps = pipeline.steps_per_epoch(len(records), tc.batch_size)
     total_epochs = int(tc.epochs + tc.warmup_epochs)
-    strat = training.make_strategy(strategy)
     with strat.scope():
         model = build_detector(cfg.model_dict())
         training.set_remat(model, bool(tc.remat))
@@ -108,12 +114,14 @@ def train(cfg, workdir, *, strategy="default", mixed_precision="off", xla=False,
         opt = training.build_optimizer(model, dataclasses.asdict(cfg.opt), dataclasses.asdict(tc), steps)
         model.compile(optimizer=opt, jit_compile=bool(xla), run_eagerly=bool(run_eagerly))
         model.optimizer.build(model.trainable_variables)  # the LossScaleOptimizer wrapper too
+    training.keras_multi_worker_build(model, strat)
 
-    backup = training.StepBackup(os.path.join(workdir, "backup"), backup_every)
-    step = backup.load_step()
+    backup = training.StepBackup(os.path.join(out_dir, "backup"), backup_every)
+    restore = training.StepBackup(os.path.join(workdir, "backup"))   # the chief's
+    step = restore.load_step()
     if step is not None:
-        backup.set_model(model)
-        step = backup.restore()  # weights, optimizer state and the random generators' state
+        restore.set_model(model)
+        step = restore.restore()  # weights, optimizer state and the random generators' state
         logging.info("resuming %s at step %d", workdir, step)
     step = step or 0
     cbs = [training.NonFiniteLossStop(), backup]
@@ -132,11 +140,11 @@ def train(cfg, workdir, *, strategy="default", mixed_precision="off", xla=False,
             eval_cb = training.EvalCallback(val_ds, val_records, default_tious(cfg.dataset.name),
                                             every=tc.eval_every)
             cbs += [eval_cb, keras.callbacks.ModelCheckpoint(
-                os.path.join(workdir, "best.weights.h5"), monitor="val_mAP", mode="max",
+                os.path.join(out_dir, "best.weights.h5"), monitor="val_mAP", mode="max",
                 save_best_only=True, save_weights_only=True)]
-    cbs.append(keras.callbacks.CSVLogger(os.path.join(workdir, "log.csv"), append=True))
+    cbs.append(keras.callbacks.CSVLogger(os.path.join(out_dir, "log.csv"), append=True))
     if training.tensorboard_available():
-        cbs.append(keras.callbacks.TensorBoard(os.path.join(workdir, "tb"), update_freq="epoch",
+        cbs.append(keras.callbacks.TensorBoard(os.path.join(out_dir, "tb"), update_freq="epoch",
                                                write_graph=False))
     else:
         logging.warning("tensorboard is not installed: no TensorBoard logs (log.csv has them)")
@@ -168,13 +176,13 @@ def train(cfg, workdir, *, strategy="default", mixed_precision="off", xla=False,
         ds = pipeline.make_train_dataset(records, reader, cfg.dataset, batch_size=tc.batch_size,
                                          seed=seed, start_epoch=e0)
         fit(ds, e0, steps, total_epochs)
-    _save(model, os.path.join(workdir, "final.weights.h5"))
+    _save(model, os.path.join(out_dir, "final.weights.h5"))
     raw = [v.numpy() for v in model.trainable_variables]
     ema = training.use_ema_weights(model)
     if ema:
-        _save(model, os.path.join(workdir, "final_ema.weights.h5"))
+        _save(model, os.path.join(out_dir, "final_ema.weights.h5"))
     # the model `asl-export --model` takes: the EMA weights (ActionFormer evaluates the EMA)
-    with atomic_path(os.path.join(workdir, "final.keras"), suffix=".keras") as tmp:
+    with atomic_path(os.path.join(out_dir, "final.keras"), suffix=".keras") as tmp:
         model.save(tmp)
     if ema and not ema_weights:
         for v, r in zip(model.trainable_variables, raw):

@@ -193,7 +193,20 @@ def train_step(model, data):
     for k, t in trackers.items():
         if k in comps or k in GLOBAL_KEYS:
             logs[k] = t.result()
+    if _across_workers():
+        # Keras 3.15 averages logs across workers with strategy.reduce("MEAN", v, axis=0),
+        # which needs a batch axis: hand it [1]-shaped values (the mean is then taken over
+        # the workers, as MirroredStrategy's logs are over its local replicas)
+        logs = {k: tf.reshape(v, [1]) for k, v in logs.items()}
     return logs
+
+
+def _across_workers():
+    """True inside a MultiWorkerMirroredStrategy of more than one worker."""
+    import tensorflow as tf
+    strat = tf.distribute.get_strategy()
+    return (isinstance(strat, tf.distribute.MultiWorkerMirroredStrategy)
+            and strat.extended._in_multi_worker_mode())
 
 
 # --------------------------------------------------------------------------- callbacks
@@ -393,16 +406,54 @@ def default_callbacks(workdir, eval_cb=None, backup_every_steps=50, tensorboard=
 
 
 # --------------------------------------------------------------------------- strategy / precision
-def make_strategy(name="default"):
-    """`default` | `mirrored` | `multi_worker` tf.distribute strategy."""
+def make_strategy(name="default", collective_timeout=None):
+    """`default` | `mirrored` | `multi_worker` tf.distribute strategy.
+
+    `multi_worker` reads the cluster from `TF_CONFIG` (README); it must be created before any
+    other TensorFlow op of the process. `collective_timeout` (seconds): a cross-worker
+    all-reduce / all-gather that waits longer fails (DeadlineExceededError) instead of
+    hanging when a peer is gone; TensorFlow's peer health check also aborts them.
+    """
     import tensorflow as tf
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if name == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        opts = tf.distribute.experimental.CommunicationOptions(
+            timeout_seconds=float(collective_timeout) if collective_timeout else None)
+        return tf.distribute.MultiWorkerMirroredStrategy(communication_options=opts)
     raise ValueError(f"--strategy: expected default|mirrored|multi_worker, got {name!r}")
+
+
+def worker_role(strategy):
+    """(is_chief, task_type, task_id) of this process; single-process strategies: chief.
+
+    The chief is task `chief`, or `worker` 0 when the cluster has no `chief` (TF's rule)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    ttype = getattr(resolver, "task_type", None) if resolver is not None else None
+    if not ttype:
+        return True, None, None
+    tid = int(resolver.task_id or 0)
+    cluster = resolver.cluster_spec().as_dict()
+    is_chief = ttype == "chief" or (ttype == "worker" and tid == 0 and "chief" not in cluster)
+    return is_chief, ttype, tid
+
+
+def write_dir(workdir, strategy):
+    """Where this process writes: `workdir` for the chief, `workdir/.<type>-<id>` for the
+    other workers (their checkpoints and logs are copies; only the chief's count, and every
+    worker resumes from the chief's `workdir/backup`)."""
+    is_chief, ttype, tid = worker_role(strategy)
+    return workdir if is_chief else os.path.join(workdir, f".{ttype}-{tid}")
+
+
+PEER_ERRORS = ("UnavailableError", "DeadlineExceededError", "CancelledError", "AbortedError")
+
+
+def peer_failure(err):
+    """True when `err` is how a multi-worker step fails after a peer died or hung."""
+    return type(err).__name__ in PEER_ERRORS
 
 
 def distributable(dataset, strategy):
@@ -411,11 +462,47 @@ def distributable(dataset, strategy):
     Keras (3.15) reduces the first distributed batch with MEAN to build the model symbolically,
     which fails on the bool `mask`; under more than one replica the mask is sent as float32
     (the detector casts it anyway). One replica: unchanged.
+    Across workers the global batch is split by element (auto-shard policy DATA): every
+    worker builds the same seeded stream and replica r takes slice r of each global batch,
+    as MirroredStrategy does within one process.
     """
     if strategy is None or strategy.num_replicas_in_sync == 1:
         return dataset
     import tensorflow as tf
+    if worker_role(strategy)[1] is not None:
+        opts = tf.data.Options()
+        opts.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        dataset = dataset.with_options(opts)
     return dataset.map(lambda x, y: ({**x, "mask": tf.cast(x["mask"], tf.float32)}, y))
+
+
+def keras_multi_worker_build(model, strategy):
+    """Let Keras `fit` start under MultiWorkerMirroredStrategy with our dict batches.
+
+    Keras 3.15 `fit` first reduces one distributed batch with `strategy.reduce("MEAN")` to
+    build the model symbolically; across workers that reduce cannot take a nested (dict)
+    batch and fails. Only shapes and dtypes matter there, so this instance-level override
+    takes the first local replica's batch instead (no cross-worker traffic). No-op for
+    single-process strategies.
+    """
+    if worker_role(strategy)[1] is None:
+        return
+    import types
+
+    import tensorflow as tf
+
+    def local(v):
+        return v.values[0] if isinstance(v, tf.distribute.DistributedValues) else v
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        if iterator is not None:
+            for _, _, it in iterator:
+                data_batch = tf.nest.map_structure(local, next(it))
+                break
+        with self.distribute_strategy.scope():
+            self._symbolic_build(data_batch=data_batch)
+
+    model._maybe_symbolic_build = types.MethodType(_maybe_symbolic_build, model)
 
 
 def set_precision(mixed):

@@ -69,8 +69,13 @@ def _edge(d, video, out):
                           str(d.work / "export" / "detector.tflite"), "--out", str(out)],
                          env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
-    dets = json.loads(out.read_text())["detections"]
-    return [x for x in dets if x["score"] >= 0.3]
+    return json.loads(out.read_text())["detections"]
+
+
+def _leading(dets):
+    """Detections scoring at least half the top score (what the model ranks first)."""
+    top = max((x["score"] for x in dets), default=0.0)
+    return [x for x in dets if x["score"] >= 0.5 * top]
 
 
 def test_same_boundaries_at_25_and_29_97_fps(demo, tmp_path):
@@ -84,9 +89,9 @@ def test_same_boundaries_at_25_and_29_97_fps(demo, tmp_path):
         path = tmp_path / f"{rec.video_id}_{fps.replace('/', '_')}.mp4"
         encode_video(path, (src.frame_at(k / float(rate)) for k in range(n)), rate, 224, 224, 18)
         runs[fps] = _edge(d, path, tmp_path / f"{path.stem}.json")
-    a, b = runs["25"], runs["30000/1001"]
-    assert a and len(a) == len(b)
-    for x in a:
-        near = [y for y in b if y["label"] == x["label"]
-                and max(abs(y["segment"][0] - x["segment"][0]), abs(y["segment"][1] - x["segment"][1])) <= SNIPPET_S]
-        assert near, (x, b)
+    for a, b in ((runs["25"], runs["30000/1001"]), (runs["30000/1001"], runs["25"])):
+        assert _leading(a)
+        for x in _leading(a):   # each leading detection has a counterpart within one snippet
+            near = [y for y in b if y["label"] == x["label"] and max(
+                abs(y["segment"][0] - x["segment"][0]), abs(y["segment"][1] - x["segment"][1])) <= SNIPPET_S]
+            assert near, (x, b[:5])

@@ -38,6 +38,9 @@ def define_flags():
     flags.DEFINE_integer("inter_op_threads", 0,
                          "TensorFlow inter-op threads (0: TensorFlow's default). 1 runs one op "
                          "at a time, which lowers peak memory (bench/train_step.py).")
+    flags.DEFINE_integer("collective_timeout", 600,
+                         "multi_worker: seconds a cross-worker all-reduce may wait for a peer "
+                         "before the step fails (0: no limit).")
 
 
 def main(argv):
@@ -54,16 +57,42 @@ def main(argv):
         tf.config.threading.set_inter_op_parallelism_threads(FLAGS.inter_op_threads)
     from asl_tf.config import load_config
     from asl_tf.experiment import train
+    from asl_tf import training
     from asl_tf.training import NonFiniteLossError
+    if FLAGS.strategy == "multi_worker":   # a lost peer is reported once, by _peer_lost
+        import logging as py_logging
+        py_logging.getLogger("tensorflow").addFilter(
+            lambda rec: not rec.getMessage().startswith("Error reported to Coordinator"))
     cfg = load_config(FLAGS.config, overrides=FLAGS.override)
     try:
         train(cfg, FLAGS.workdir, strategy=FLAGS.strategy, mixed_precision=FLAGS.mixed_precision,
               xla=FLAGS.xla, force=FLAGS.force, backup_every=FLAGS.backup_every,
               verbose=FLAGS.verbose, deterministic=FLAGS.deterministic,
-              run_eagerly=FLAGS.run_eagerly)
+              run_eagerly=FLAGS.run_eagerly, collective_timeout=FLAGS.collective_timeout)
     except NonFiniteLossError as err:
         raise ValueError(str(err)) from None
+    except Exception as err:  # noqa: BLE001  (only a lost peer is turned into one line)
+        if FLAGS.strategy != "multi_worker" or not training.peer_failure(err):
+            raise
+        _peer_lost(err)
     return 0
+
+
+def _peer_lost(err):
+    """A peer worker died or hung: one line on stderr, exit 1 without waiting on the
+    collective runtime's threads (which can block interpreter shutdown)."""
+    import os
+    import sys
+
+    from asl_tf import training
+    first = (str(err).strip().splitlines() or [""])[0][:200]
+    step = training.StepBackup(os.path.join(FLAGS.workdir, "backup")).load_step()
+    print(f"asl-train: error: multi_worker: lost contact with a peer worker "
+          f"({type(err).__name__}: {first}); restart every worker with the same command to "
+          f"resume from the last backup (step {step}, {FLAGS.workdir}/backup)",
+          file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(1)
 
 
 def run():
