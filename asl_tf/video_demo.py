@@ -158,7 +158,7 @@ class VideoDemo:
         t0 = time.time()
         print(f"[demo] {name} ...", flush=True)
         out = fn() or {}
-        self.steps[name] = {"seconds": round(time.time() - t0, 1), **out}
+        self.steps[name] = {**out, "seconds": round(time.time() - t0, 1)}
         print(f"[demo] {name}: done in {self.steps[name]['seconds']:.1f} s", flush=True)
 
     def run(self):

@@ -94,7 +94,7 @@ def write_report(path, summary):
     agree = summary.get("stream_vs_offline_agreement")
     lines += ["", "Boundary error: |start - start'| and |end - end'| of each ground-truth "
               "instance's best detection of its class with tIoU >= 0.5, median over both ends.",
-              f"Streaming vs offline (TFLite int8): {'-' if agree is None else f'{100 * agree:.1f}%'} "
+              f"Streaming vs offline (TFLite): {'-' if agree is None else f'{100 * agree:.1f}%'} "
               "of the offline detections scoring >= half the video's top score are reproduced by the "
               "stream (same class, "
               "tIoU >= 0.9, score within 0.05).", "", "## Device path (asl-edge run --video, no TensorFlow)", "",
