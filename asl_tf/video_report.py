@@ -62,7 +62,8 @@ def timeline(path, records, class_names, dets, videos_dir, n_thumbs=10):
         ax.set_xlim(0, dur)
         ax.set_ylim(0, len(tracks) + 3.3)
         ax.set_yticks([])
-        ax.set_title(f"{r.video_id} (held out, {dur:.1f} s)", fontsize=8, loc="left")
+        ax.set_title(f"{r.video_id} (held out, {dur:.1f} s; detections scoring >= {MIN_SCORE})",
+                     fontsize=8, loc="left")
     axes[-1, 0].set_xlabel("seconds")
     handles = [plt.Rectangle((0, 0), 1, 1, color=colors(i)) for i in range(len(class_names))]
     fig.legend(handles, class_names, loc="upper right", fontsize=7, ncol=len(class_names))
