@@ -82,8 +82,19 @@ def _read_text(path):
 def _read_json(path):
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such file")
+    return _loads(_read_text(path), path)
+
+
+def _loads(text, path):
+    """`json.loads` that refuses a key given twice in one object: a video id repeated in a
+    results or ground-truth file would otherwise silently drop the first one's entries."""
+    from asl_tf.data.annotations.common import _DuplicateKey, _unique_keys
+
     try:
-        return json.loads(_read_text(path))
+        return json.loads(text, object_pairs_hook=_unique_keys)
+    except _DuplicateKey as err:
+        raise ValueError(f"{path}: key {err.args[0]!r} appears twice in one object (video ids "
+                         "must be unique; the second would silently replace the first)") from None
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: not valid JSON ({err})") from None
 
@@ -351,10 +362,7 @@ def load_predictions(path, classes: Optional[ClassMap] = None) -> Predictions:
         raise UserError(f"{path}: the predictions file is empty (write the CSV header or "
                         "{\"results\": {}} for a run without detections)")
     if path.lower().endswith(".json"):
-        try:
-            rows = _json_rows(json.loads(text), path)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}: not valid JSON ({err})") from None
+        rows = _json_rows(_loads(text, path), path)
     else:
         try:
             rows = _csv_rows(path, text)

@@ -30,6 +30,7 @@ import os
 import resource
 import sys
 import time
+import tokenize
 import zipfile
 
 import numpy as np
@@ -122,7 +123,7 @@ def _load_features(path):
     try:
         feats = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, NotImplementedError,
-            RuntimeError) as err:
+            RuntimeError, SyntaxError, tokenize.TokenError) as err:  # (a damaged .npy header)
         raise ValueError(f"{path}: not a .npy array ({err})") from None
     if isinstance(feats, np.lib.npyio.NpzFile):  # .npz: one array, [T, C]
         with contextlib.closing(feats):

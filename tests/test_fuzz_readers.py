@@ -416,3 +416,15 @@ def test_corpus_replayed(kind, path, tmp_path):
         _corpus_reader(kind, str(path))()
     assert path.name in str(exc.value), str(exc.value)
     assert sorted(os.listdir(path.parent)) == before
+
+
+@pytest.mark.parametrize("name", ["header_syntax.npy", "zip_version.npz", "truncated.npy"])
+def test_edge_features_reader_replays_the_feature_corpus(name):
+    """`asl-edge run --features` reads .npy/.npz itself (edge/ must not import asl_tf): the
+    damaged feature files of the corpus end in a ValueError naming the file there too."""
+    from edge.cli import _load_features
+
+    path = str(CORPUS / "features" / name)
+    with pytest.raises(ValueError) as exc, _alarm():
+        _load_features(path)
+    assert name in str(exc.value)

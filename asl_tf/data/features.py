@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import os
+import tokenize
 import zipfile
 import zlib
-import os
 from typing import Iterable, Optional, Sequence
 
 import numpy as np
@@ -139,8 +140,11 @@ class FeatureReader:
             else:
                 arr = np.load(path, allow_pickle=False)
         except (OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError,
-                RuntimeError) as err:
-            # np.load / h5py on a truncated, CRC-damaged or empty file
+                RuntimeError, SyntaxError, tokenize.TokenError, KeyError, TypeError,
+                IndexError) as err:
+            # np.load / h5py on a truncated, CRC-damaged or empty file; a damaged .npy header
+            # (numpy parses it as a Python literal: SyntaxError / TokenError); a damaged HDF5
+            # file (h5py raises KeyError/RuntimeError on broken internal addresses)
             raise ValueError(f"{path}: video '{video_id}': unreadable feature file ({err})") from None
         except ValueError as err:
             if str(path) in str(err):
