@@ -27,7 +27,6 @@ import contextlib
 import json
 import logging
 import os
-import resource
 import sys
 import time
 import tokenize
@@ -37,7 +36,7 @@ import numpy as np
 
 from edge.errors import user_error_text
 from edge.fileio import atomic_write
-from edge.runtime import EdgeModel
+from edge.runtime import EdgeModel, peak_rss_mb
 from edge.stream import StreamingDetector, default_duration, detect_video
 
 PROG = "asl-edge"
@@ -217,19 +216,6 @@ def cmd_run(args):
     return 0
 
 
-def _peak_rss_mb():
-    """Peak resident memory of this process in MB. Linux: VmHWM of /proc/self/status (getrusage's
-    ru_maxrss survives exec, so a child of a big process would report its parent's peak)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 1024.0 if sys.platform != "darwin" else rss / 2 ** 20
-
 
 def cmd_bench(args):
     _check_out(args.out)
@@ -244,7 +230,7 @@ def cmd_bench(args):
         t0 = time.perf_counter()
         model.run(x)
         times.append(time.perf_counter() - t0)
-    rss_model = _peak_rss_mb()
+    rss_model = peak_rss_mb()
     det = StreamingDetector(model, hop=args.hop, fps=args.fps, feat_stride=args.feat_stride,
                             num_frames=args.num_frames)
     steps = w + (args.windows - 1) * det.hop
@@ -271,7 +257,7 @@ def cmd_bench(args):
         "real_time_factor": video_s / wall if wall > 0 else float("inf"),
         "stream_detections": n_dets,
         "peak_rss_mb_model": rss_model,
-        "peak_rss_mb": _peak_rss_mb(),
+        "peak_rss_mb": peak_rss_mb(),
     }
     text = json.dumps(report, indent=1)
     print(text)

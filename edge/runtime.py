@@ -14,6 +14,7 @@ from the model's own input/output details, looked up by name (`feats`, `mask`, `
 import json
 import math
 import os
+import sys
 
 import numpy as np
 
@@ -323,3 +324,18 @@ class EdgeModel:
         return (f"EdgeModel({self.path!r}, backend={self.backend}, window={self.window}, "
                 f"input_dim={self.input_dim}, num_classes={self.num_classes}, "
                 f"threads={self.num_threads})")
+
+
+def peak_rss_mb():
+    """Peak resident memory of this process in MB. Linux: VmHWM of /proc/self/status (getrusage's
+    ru_maxrss survives exec, so a child of a big process would report its parent's peak)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    import resource
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 1024.0 if sys.platform != "darwin" else rss / 2 ** 20

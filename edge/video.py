@@ -29,7 +29,7 @@ import numpy as np
 
 from edge.encoder import FrameEncoder
 from edge.fileio import atomic_write
-from edge.runtime import EdgeModel
+from edge.runtime import EdgeModel, peak_rss_mb
 from edge.stream import StreamingDetector, default_duration, detect_video
 from edge.frames import SnippetGrid, VideoReader, iter_snippets, rgb_converter
 
@@ -49,19 +49,6 @@ def _video_id(src):
     base = os.path.splitext(os.path.basename(src.rstrip("/")))[0]
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", base) or "stream"
 
-
-def peak_rss_mb():
-    """Peak resident memory of this process in MB (VmHWM on Linux, else ru_maxrss)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    import resource
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 1024.0 if sys.platform != "darwin" else rss / 2 ** 20
 
 
 def open_models(encoder_path, model_path, threads=None):
